@@ -1,0 +1,23 @@
+"""The stream-x agents, one module per algorithm family, and the registry by name."""
+
+from streamrl.agents.ac import StreamAC
+from streamrl.agents.base import AgentConfig, AgentState, HParams, StreamAgent, TimeStep, validate_hparams
+from streamrl.agents.control import StreamQ, StreamSARSA
+from streamrl.agents.td import StreamTD
+
+ALGORITHMS = {"ac": StreamAC, "q": StreamQ, "sarsa": StreamSARSA, "td": StreamTD}
+"""Algorithm name (the CLI's ALGO) → agent class."""
+
+__all__ = [
+    "ALGORITHMS",
+    "AgentConfig",
+    "AgentState",
+    "HParams",
+    "StreamAC",
+    "StreamAgent",
+    "StreamQ",
+    "StreamSARSA",
+    "StreamTD",
+    "TimeStep",
+    "validate_hparams",
+]

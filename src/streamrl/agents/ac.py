@@ -1,0 +1,96 @@
+"""Stream AC(λ): actor-critic with one ObGD per network.
+
+Source: arXiv:2410.14606, Algorithm 3 (Stream AC(λ)); REFERENCE.md "The four algorithms".
+
+One TD error from the critic, computed before either update, drives both:
+  δ = r + γ(1 − done) v(s′) − v(s)
+  critic: g = ∇v(s), ObGD with κ (2.0)
+  actor:  g = ∇[log π(a|s) + c · sign(δ) · H(π(·|s))], ObGD with κ_policy (3.0)
+The ObGD update multiplies g by δ, so the entropy term is always pushed up, weighted by
+|δ|. Both traces reset at episode ends.
+
+Policies: Gaussian for Box actions (μ linear, σ = softplus(linear); the sampled action is
+kept unclipped for learning, clipped only when sent to the environment), categorical
+(softmax over logits) for Discrete actions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from streamrl.agents.base import AgentState, HParams, StreamAgent, TimeStep, action_key
+
+__all__ = ["StreamAC"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+class StreamAC(StreamAgent):
+    """Stream AC(λ) for Discrete (categorical) or Box (Gaussian) actions."""
+
+    def _param_heads(self):
+        c = self.config
+        actor = (c.action_dim,) if c.discrete else (c.action_dim, c.action_dim)
+        return {"actor": actor, "critic": (1,)}
+
+    def value(self, params, obs):
+        """v(obs): float32 scalar."""
+        return self.networks()["critic"].apply(params["critic"], obs)[0][0]
+
+    def policy(self, params, obs):
+        """Distribution parameters at ``obs``: (logits,) for Discrete, (μ, σ) for Box."""
+        out = self.networks()["actor"].apply(params["actor"], obs)
+        if self.config.discrete:
+            return out
+        mu, pre_std = out
+        return mu, jax.nn.softplus(pre_std)
+
+    def log_prob_and_entropy(self, actor_params, obs, action):
+        """(log π(action|obs), H(π(·|obs))) as float32 scalars (Gaussian: summed over dims)."""
+        if self.config.discrete:
+            (logits,) = self.policy({"actor": actor_params}, obs)
+            log_p = jax.nn.log_softmax(logits)
+            return log_p[action], -jnp.sum(jnp.exp(log_p) * log_p)
+        mu, std = self.policy({"actor": actor_params}, obs)
+        log_std = jnp.log(std)
+        log_prob = jnp.sum(-0.5 * jnp.square((action - mu) / std) - log_std - _HALF_LOG_2PI)
+        entropy = jnp.sum(0.5 + _HALF_LOG_2PI + log_std)
+        return log_prob, entropy
+
+    def _act(self, params, obs, step, key, hp):
+        if self.config.discrete:
+            (logits,) = self.policy(params, obs)
+            action = jax.random.categorical(key, logits).astype(jnp.int32)
+        else:
+            mu, std = self.policy(params, obs)
+            action = mu + std * jax.random.normal(key, mu.shape)
+        return action, jnp.zeros((), bool)
+
+    def actor_objective(self, actor_params, obs, action, td_error, entropy_coef):
+        """log π(a|s) + c · sign(δ) · H(π(·|s)): the actor's 'prediction' whose gradient
+        enters its ObGD trace (the update then multiplies by δ)."""
+        log_prob, entropy = self.log_prob_and_entropy(actor_params, obs, action)
+        return log_prob + entropy_coef * jnp.sign(td_error) * entropy
+
+    def step(self, state: AgentState, ts: TimeStep, hp: HParams):
+        critic = self.networks()["critic"]
+        norm, o = self.observe(state.norm, ts, hp)
+        step = state.step + 1
+
+        v_s, critic_grads = jax.value_and_grad(lambda p: critic.apply(p, state.obs)[0][0])(state.params["critic"])
+        v_next = critic.apply(state.params["critic"], o.next_obs)[0][0]
+        td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * v_next - v_s)
+        actor_grads = jax.grad(self.actor_objective)(
+            state.params["actor"], state.obs, state.action, td_error, hp.entropy_coef
+        )
+        params, opt_state = {}, {}
+        for name, grads in (("actor", actor_grads), ("critic", critic_grads)):
+            params[name], opt_state[name] = self.apply_update(
+                name, state.params[name], state.opt_state[name], grads, td_error, o.done, hp
+            )
+        action, nongreedy = self._act(params, o.act_obs, step, action_key(state.key, step), hp)
+        new_state = AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error)
+        return new_state, action

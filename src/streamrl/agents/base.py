@@ -1,0 +1,335 @@
+"""What every stream-x agent shares: the TimeStep it sees, its hyper-parameters, its state,
+and the normalisation of the stream (observations, rewards, time feature).
+
+An agent is a pair of pure functions (see :class:`StreamAgent`)::
+
+    state = agent.init(key, first_obs, hparams)          # also picks the first action
+    state, action = agent.step(state, timestep, hparams)  # learn from the last transition,
+                                                          # then pick the next action
+
+so that one jitted call per environment step does all of an agent's work, and a fleet is
+``jax.vmap`` of the same functions.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from streamrl import normalize as nz
+from streamrl.optim import adaptive_obgd, obgd
+
+__all__ = [
+    "TimeStep",
+    "HParams",
+    "AgentConfig",
+    "AgentState",
+    "StreamNorm",
+    "Observation",
+    "StreamAgent",
+    "validate_hparams",
+    "epsilon_at",
+    "action_key",
+]
+
+
+class TimeStep(NamedTuple):
+    """What an environment adapter hands an agent after each environment step.
+
+    Attributes:
+      obs: the raw observation the agent acts on next (the reset observation when the
+        episode ended this step), float32 of the observation shape.
+      reward: float32 scalar, the raw reward of the step.
+      terminated: bool scalar, the MDP reached a terminal state.
+      truncated: bool scalar, the episode was cut (time limit); kept separate from
+        ``terminated`` all the way to the agent.
+      final_obs: s′, the raw observation the step produced, before any auto-reset
+        (equal to ``obs`` when the episode goes on).
+    """
+
+    obs: jax.Array
+    reward: jax.Array
+    terminated: jax.Array
+    truncated: jax.Array
+    final_obs: jax.Array
+
+
+class HParams(NamedTuple):
+    """Hyper-parameters, all float32 scalars so they can be traced (a sweep never recompiles).
+
+    Defaults are the paper's single set (arXiv:2410.14606, Table 2; REFERENCE.md).
+
+    Attributes:
+      lr: ObGD step size.
+      gamma: discount γ.
+      lambda_: eligibility-trace decay λ.
+      kappa: ObGD bounding factor κ of the value / Q network (2.0).
+      kappa_policy: κ of the policy network of Stream AC (3.0).
+      entropy_coef: entropy coefficient c of Stream AC (0.01).
+      eps_start, eps_end: ε-greedy schedule ends (1.0 → 0.01).
+      eps_decay_steps: steps over which ε decays linearly (fraction × total steps).
+      beta2, adam_eps: AdaptiveObGD second-moment decay and ε.
+      bootstrap_truncated: 1.0 bootstraps from v(s′) when an episode is truncated;
+        0.0 (the paper's and official code's default) treats truncation like termination.
+      normalize_obs: 1.0 normalises observations (Welford), 0.0 passes them raw.
+      scale_reward: 1.0 scales rewards by the return-trace deviation, 0.0 passes them raw.
+    """
+
+    lr: Any = 1.0
+    gamma: Any = 0.99
+    lambda_: Any = 0.8
+    kappa: Any = 2.0
+    kappa_policy: Any = 3.0
+    entropy_coef: Any = 0.01
+    eps_start: Any = 1.0
+    eps_end: Any = 0.01
+    eps_decay_steps: Any = 25_000.0
+    beta2: Any = 0.999
+    adam_eps: Any = 1e-8
+    bootstrap_truncated: Any = 0.0
+    normalize_obs: Any = 1.0
+    scale_reward: Any = 1.0
+
+    def as_arrays(self) -> "HParams":
+        """The same values as float32 JAX scalars (what the jitted step takes)."""
+        return HParams(*(jnp.asarray(v, jnp.float32) for v in self))
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def validate_hparams(hp: HParams) -> None:
+    """Raise ``ValueError`` with a one-line, actionable message for an invalid setting.
+
+    Checks: lr > 0, γ and λ in [0, 1], κ ≥ 0 (0 disables the ObGD bound), entropy ≥ 0,
+    ε ends in [0, 1], ε decay steps > 0, β₂ in [0, 1), adam ε > 0, flags 0 or 1, all finite.
+    """
+    for name, value in hp._asdict().items():
+        v = float(value)
+        _check(math.isfinite(v), f"--{_flag(name)} must be a finite number, got {value}")
+    _check(hp.lr > 0, f"--lr must be > 0, got {hp.lr}")
+    _check(0 <= hp.gamma <= 1, f"--gamma must be in [0, 1], got {hp.gamma}")
+    _check(0 <= hp.lambda_ <= 1, f"--lambda must be in [0, 1], got {hp.lambda_}")
+    _check(hp.kappa >= 0, f"--kappa must be >= 0 (0 disables the ObGD bound), got {hp.kappa}")
+    _check(hp.kappa_policy >= 0, f"--kappa-policy must be >= 0, got {hp.kappa_policy}")
+    _check(hp.entropy_coef >= 0, f"--entropy-coef must be >= 0, got {hp.entropy_coef}")
+    _check(0 <= hp.eps_start <= 1, f"--eps-start must be in [0, 1], got {hp.eps_start}")
+    _check(0 <= hp.eps_end <= 1, f"--eps-end must be in [0, 1], got {hp.eps_end}")
+    _check(hp.eps_decay_steps > 0, f"epsilon decay steps must be > 0, got {hp.eps_decay_steps}")
+    _check(0 <= hp.beta2 < 1, f"--beta2 must be in [0, 1), got {hp.beta2}")
+    _check(hp.adam_eps > 0, f"--adam-eps must be > 0, got {hp.adam_eps}")
+    for flag in ("bootstrap_truncated", "normalize_obs", "scale_reward"):
+        _check(float(getattr(hp, flag)) in (0.0, 1.0), f"{flag} must be 0 or 1")
+
+
+def _flag(name: str) -> str:
+    return "lambda" if name == "lambda_" else name.replace("_", "-")
+
+
+def action_key(key: jax.Array, step: jax.Array) -> jax.Array:
+    """The PRNG key of the action chosen after ``step`` environment steps."""
+    return jax.random.fold_in(key, step)
+
+
+def epsilon_at(step, hp: HParams) -> jax.Array:
+    """ε of the linear schedule at environment step ``step`` (0 for the first action)."""
+    frac = step.astype(jnp.float32) / hp.eps_decay_steps
+    return jnp.maximum(hp.eps_start + (hp.eps_end - hp.eps_start) * frac, hp.eps_end)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Static description of an agent: everything that fixes shapes and the program.
+
+    Attributes:
+      obs_shape: shape of one raw observation.
+      discrete: True for Discrete actions, False for Box actions.
+      action_dim: number of actions (Discrete) or the action vector length (Box).
+      torso: network torso, one of ``streamrl.nets.TORSOS``.
+      hidden: hidden-layer widths.
+      optimizer: ``"obgd"`` or ``"adaptive"`` (AdaptiveObGD).
+      time_limit: T of the time feature, or None for no time feature.
+      sparsity: sparse-init fraction.
+      action_low, action_high: Box bounds (Stream TD's uniform behaviour policy); empty
+        for Discrete.
+    """
+
+    obs_shape: tuple[int, ...]
+    discrete: bool
+    action_dim: int
+    torso: str = "mlp"
+    hidden: tuple[int, ...] = (128, 128)
+    optimizer: str = "obgd"
+    time_limit: int | None = None
+    sparsity: float = 0.9
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+
+    def __post_init__(self):
+        if self.optimizer not in ("obgd", "adaptive"):
+            raise ValueError(f"--optimizer must be 'obgd' or 'adaptive', got {self.optimizer!r}")
+        if not self.hidden or any(h <= 0 for h in self.hidden):
+            raise ValueError(f"--hidden must list positive layer widths, got {self.hidden}")
+        if self.time_limit is not None and self.time_limit <= 0:
+            raise ValueError(f"the time-feature limit T must be > 0, got {self.time_limit}")
+
+    @property
+    def net_input_shape(self) -> tuple[int, ...]:
+        """Observation shape seen by the network (the time feature adds one element)."""
+        if self.time_limit is None:
+            return self.obs_shape
+        return (math.prod(self.obs_shape) + 1,)
+
+
+class StreamNorm(NamedTuple):
+    """Normaliser state of one stream: observation statistics, reward scaler, and the
+    number of steps taken in the current episode (for the time feature)."""
+
+    obs: nz.Welford
+    reward: nz.RewardScaler
+    episode_step: jax.Array
+
+
+class AgentState(NamedTuple):
+    """Everything an agent carries from one step to the next (one stream).
+
+    Attributes:
+      params: dict of Flax parameter trees (``{"q": …}`` or ``{"actor": …, "critic": …}``).
+      opt_state: dict of ObGD states, keyed like ``params``.
+      norm: :class:`StreamNorm`.
+      obs: the normalised observation s the current action was chosen at (float32,
+        ``AgentConfig.net_input_shape``).
+      action: the action chosen at s (int32 scalar, or float32 vector, unclipped).
+      nongreedy: bool scalar, the action differs from the greedy one (Q(λ) trace cut).
+      key: PRNG key of this stream, constant; the action at step t uses
+        ``action_key(key, t)`` (so a resumed run draws the same numbers).
+      step: int32 scalar, environment steps learned from so far.
+      td_error: float32 scalar, δ of the last update (0 before the first).
+    """
+
+    params: dict
+    opt_state: dict
+    norm: StreamNorm
+    obs: jax.Array
+    action: jax.Array
+    nongreedy: jax.Array
+    key: jax.Array
+    step: jax.Array
+    td_error: jax.Array
+
+
+class Observation(NamedTuple):
+    """A TimeStep after normalisation (what the learning rule uses)."""
+
+    next_obs: jax.Array  # normalised s′ (before auto-reset), with time feature
+    act_obs: jax.Array  # normalised observation to act on next
+    reward: jax.Array  # scaled reward
+    done: jax.Array  # episode ended (terminated or truncated): reset the traces
+    bootstrap: jax.Array  # float32: 1 − (terminated or (truncated and not bootstrap_truncated))
+
+
+class StreamAgent(abc.ABC):
+    """Base of the stream-x agents: normalisation, optimiser construction, init.
+
+    Subclasses define ``_param_heads`` (network name → head sizes), ``_act`` and ``step``.
+    """
+
+    def __init__(self, config: AgentConfig):
+        self.config = config
+
+    # -- networks -----------------------------------------------------------------
+    @abc.abstractmethod
+    def _param_heads(self) -> dict[str, tuple[int, ...]]:
+        """Network name → output sizes of its linear heads."""
+
+    def hidden_for(self, name: str) -> tuple[int, ...]:
+        return self.config.hidden
+
+    def networks(self) -> dict:
+        from streamrl.nets import StreamNet
+
+        c = self.config
+        return {
+            name: StreamNet(torso=c.torso, hidden=self.hidden_for(name), heads=heads, sparsity=c.sparsity)
+            for name, heads in self._param_heads().items()
+        }
+
+    def optimizer(self, name: str, hp: HParams) -> optax.GradientTransformationExtraArgs:
+        kappa = hp.kappa_policy if name == "actor" else hp.kappa
+        if self.config.optimizer == "adaptive":
+            return adaptive_obgd(hp.lr, hp.gamma, hp.lambda_, kappa, hp.beta2, hp.adam_eps)
+        return obgd(hp.lr, hp.gamma, hp.lambda_, kappa)
+
+    def apply_update(self, name, params, opt_state, grads, td_error, reset, hp):
+        """One ObGD step of network ``name``; returns (params, opt_state)."""
+        updates, opt_state = self.optimizer(name, hp).update(
+            grads, opt_state, td_error=td_error, reset=reset
+        )
+        return optax.apply_updates(params, updates), opt_state
+
+    # -- stream normalisation ----------------------------------------------------
+    def _with_time(self, x, episode_step):
+        if self.config.time_limit is None:
+            return x
+        return jnp.concatenate([x.reshape(-1), nz.time_feature(episode_step, self.config.time_limit)])
+
+    def _normalize_obs(self, stats, x, hp):
+        x = x.astype(jnp.float32)
+        return jnp.where(hp.normalize_obs > 0, nz.welford_normalize(stats, x), x)
+
+    def observe(self, norm: StreamNorm, ts: TimeStep, hp: HParams) -> tuple[StreamNorm, Observation]:
+        """Update the normalisers with one TimeStep and return the normalised view.
+
+        Order (REFERENCE.md): s′ updates the observation statistics before it is
+        normalised; when the episode ended, the reset observation then does the same.
+        """
+        done = jnp.logical_or(ts.terminated, ts.truncated)
+        final_obs = ts.final_obs.astype(jnp.float32)
+        stats = nz.welford_update(norm.obs, final_obs)
+        next_obs = self._normalize_obs(stats, final_obs, hp)
+        reset_stats = nz.welford_update(stats, ts.obs.astype(jnp.float32))
+        stats = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), reset_stats, stats)
+        reset_obs = self._normalize_obs(stats, ts.obs, hp)
+        episode_step = norm.episode_step + 1
+        act_obs = jnp.where(done, self._with_time(reset_obs, 0 * episode_step), self._with_time(next_obs, episode_step))
+        next_obs = self._with_time(next_obs, episode_step)
+        reward = ts.reward.astype(jnp.float32)
+        scaler, scaled = nz.reward_scaler_update(norm.reward, reward, done, hp.gamma)
+        reward = jnp.where(hp.scale_reward > 0, scaled, reward)
+        cut = jnp.logical_or(ts.terminated, jnp.logical_and(ts.truncated, hp.bootstrap_truncated <= 0))
+        new_norm = StreamNorm(stats, scaler, jnp.where(done, 0, episode_step))
+        return new_norm, Observation(next_obs, act_obs, reward, done, 1.0 - cut.astype(jnp.float32))
+
+    # -- lifecycle -----------------------------------------------------------------
+    def init(self, key: jax.Array, obs: jax.Array, hp: HParams) -> AgentState:
+        """Fresh parameters, traces and normalisers; the first observation ``obs`` (raw,
+        the observation shape) goes through the normaliser and the first action is chosen.
+        """
+        key, *net_keys = jax.random.split(key, 1 + len(self._param_heads()))
+        stats = nz.welford_update(nz.welford_init(self.config.obs_shape), obs.astype(jnp.float32))
+        norm = StreamNorm(stats, nz.reward_scaler_init(), jnp.zeros((), jnp.int32))
+        x = self._with_time(self._normalize_obs(stats, obs, hp), norm.episode_step)
+        params = {
+            name: net.init(k, jnp.zeros(self.config.net_input_shape, jnp.float32))
+            for (name, net), k in zip(self.networks().items(), net_keys)
+        }
+        opt_state = {name: self.optimizer(name, hp).init(p) for name, p in params.items()}
+        step = jnp.zeros((), jnp.int32)
+        action, nongreedy = self._act(params, x, step, action_key(key, step), hp)
+        return AgentState(params, opt_state, norm, x, action, nongreedy, key, step, jnp.zeros((), jnp.float32))
+
+    @abc.abstractmethod
+    def _act(self, params, obs, step, key, hp):
+        """Choose an action at normalised ``obs``: returns (action, nongreedy)."""
+
+    @abc.abstractmethod
+    def step(self, state: AgentState, ts: TimeStep, hp: HParams) -> tuple[AgentState, jax.Array]:
+        """Learn from (s, a, r, s′) and choose the next action; returns (state, action)."""

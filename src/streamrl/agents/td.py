@@ -1,0 +1,51 @@
+"""Stream TD(λ): prediction of a cumulant with ObGD.
+
+Source: arXiv:2410.14606, Algorithm 1 (Stream TD(λ)); REFERENCE.md "The four algorithms".
+
+δ = c + γ(1 − done) v(s′) − v(s), g = ∇v(s), trace reset at episode ends. The cumulant c
+is the TimeStep's ``reward`` (scaled like a reward unless ``scale_reward`` = 0).
+
+On a Gymnasium task the agent predicts the discounted return of a uniform-random
+behaviour policy (policy evaluation); the actions it returns are that policy's draws.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from streamrl.agents.base import AgentState, HParams, StreamAgent, TimeStep, action_key
+
+__all__ = ["StreamTD"]
+
+
+class StreamTD(StreamAgent):
+    """Stream TD(λ) with a uniform-random behaviour policy over the action space."""
+
+    def _param_heads(self):
+        return {"v": (1,)}
+
+    def value(self, params, obs):
+        """v(obs): float32 scalar for one normalised observation."""
+        return self.networks()["v"].apply(params["v"], obs)[0][0]
+
+    def _act(self, params, obs, step, key, hp):
+        c = self.config
+        if c.discrete:
+            action = jax.random.randint(key, (), 0, c.action_dim, jnp.int32)
+        else:
+            low, high = jnp.asarray(c.action_low, jnp.float32), jnp.asarray(c.action_high, jnp.float32)
+            action = jax.random.uniform(key, (c.action_dim,), jnp.float32, low, high)
+        return action, jnp.zeros((), bool)
+
+    def step(self, state: AgentState, ts: TimeStep, hp: HParams):
+        net = self.networks()["v"]
+        norm, o = self.observe(state.norm, ts, hp)
+        step = state.step + 1
+        v_s, grads = jax.value_and_grad(lambda p: net.apply(p, state.obs)[0][0])(state.params["v"])
+        v_next = net.apply(state.params["v"], o.next_obs)[0][0]
+        td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * v_next - v_s)
+        v_params, v_opt = self.apply_update("v", state.params["v"], state.opt_state["v"], grads, td_error, o.done, hp)
+        params, opt_state = {"v": v_params}, {"v": v_opt}
+        action, nongreedy = self._act(params, o.act_obs, step, action_key(state.key, step), hp)
+        return AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error), action

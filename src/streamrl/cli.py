@@ -1,0 +1,96 @@
+"""The ``streamrl`` command line: ``train``, ``plot`` and ``envs``.
+
+    streamrl train                              # default task: Stream Q(λ) on CartPole-v1
+    streamrl train ac --env HalfCheetah-v5 --total-steps 200000 --seed 1 --lambda 0.8
+    streamrl plot runs/* --out curve.png
+    streamrl envs                               # registered ids streamrl can train on
+
+Errors a user can fix print one line, ``error: …``, and exit with status 2; a run stopped
+by a non-finite value exits with status 1 after writing what it had.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import tyro
+
+from streamrl.config import TrainConfig
+from streamrl.errors import NonFiniteError, StreamRLError
+
+__all__ = ["main", "PlotConfig", "EnvsConfig"]
+
+
+@dataclasses.dataclass
+class PlotConfig:
+    """Plot learning curves of run directories (mean over seeds, 95% CI band)."""
+
+    run_dirs: tyro.conf.Positional[tuple[Path, ...]]
+    """One or more run directories."""
+    out: Path | None = None
+    """PNG file (default: <first run dir>/curve.png)."""
+    bins: int = 50
+    """Number of bins of episode end steps."""
+
+
+@dataclasses.dataclass
+class EnvsConfig:
+    """List the registered Gymnasium ids (optionally filtered by a substring)."""
+
+    filter: tyro.conf.Positional[str] = ""
+
+
+def _train(cfg: TrainConfig) -> int:
+    from rich.console import Console
+
+    from streamrl.run import train
+
+    console = Console(stderr=True)
+    console.print(f"streamrl train {cfg.algo} --env {cfg.env} --seed {cfg.seed}")
+    try:
+        path = train(cfg, console=console)
+    except KeyboardInterrupt:
+        console.print("interrupted: records and summary written")
+        return 130
+    console.print(f"run directory: {path}")
+    summary = (path / "summary.json").read_text()
+    console.print(summary.strip())
+    return 0
+
+
+def _plot(cfg: PlotConfig) -> int:
+    from streamrl.results import plot_runs
+
+    out = cfg.out or (cfg.run_dirs[0] / "curve.png")
+    print(plot_runs(list(cfg.run_dirs), out, bins=cfg.bins))
+    return 0
+
+
+def _envs(cfg: EnvsConfig) -> int:
+    import gymnasium as gym
+
+    for env_id in sorted(gym.registry):
+        if cfg.filter.lower() in env_id.lower():
+            print(env_id)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``streamrl`` and ``python -m streamrl``; returns the exit status."""
+    cmd = tyro.extras.subcommand_cli_from_dict(
+        {"train": TrainConfig, "plot": PlotConfig, "envs": EnvsConfig},
+        prog="streamrl",
+        args=sys.argv[1:] if argv is None else argv,
+        description="streamrl: streaming deep reinforcement learning (stream-x) in JAX",
+    )
+    handler = {TrainConfig: _train, PlotConfig: _plot, EnvsConfig: _envs}[type(cmd)]
+    try:
+        return handler(cmd)
+    except NonFiniteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except StreamRLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,171 @@
+"""The training configuration (what ``streamrl train`` takes) and its resolution into an
+agent description and hyper-parameters for one environment.
+
+Defaults are the paper's single hyper-parameter set (arXiv:2410.14606, Table 2;
+REFERENCE.md "Hyperparameters"); per-family values (network width, run length, ε
+schedule) are filled in by :func:`resolve` when left as ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from streamrl.agents import ALGORITHMS, AgentConfig, HParams, validate_hparams
+from streamrl.envs.gym import EnvSpec
+from streamrl.errors import ConfigError, UnsupportedSpaceError
+from streamrl.nets import TORSOS, torso_for_shape
+
+__all__ = ["TrainConfig", "Resolved", "resolve", "DEFAULT_TOTAL_STEPS"]
+
+Algo = Literal["ac", "q", "sarsa", "td"]
+
+# Default run lengths by family (REFERENCE.md): classic control 500k, MuJoCo 2M.
+DEFAULT_TOTAL_STEPS = {"classic_control": 500_000, "mujoco": 2_000_000}
+FALLBACK_TOTAL_STEPS = 1_000_000
+DEFAULT_TIME_LIMIT = 1000
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Train a stream-x agent on one environment stream."""
+
+    algo: tyro.conf.Positional[Algo] = "q"
+    """ac: Stream AC(λ); q: Stream Q(λ); sarsa: Stream SARSA(λ); td: Stream TD(λ) prediction of
+    the return under a uniform-random policy."""
+    env: str = "CartPole-v1"
+    """Gymnasium id (CartPole-v1, Acrobot-v1, HalfCheetah-v5, Hopper-v5, Ant-v5, …)."""
+    total_steps: int | None = None
+    """Environment steps (default: 500k classic control, 2M MuJoCo, 1M otherwise)."""
+    seed: int = 0
+    run_dir: Path | None = None
+    """Run directory (default: runs/<env>_<algo>_s<seed>_<time>)."""
+
+    lr: float = 1.0
+    """ObGD step size."""
+    gamma: float = 0.99
+    """Discount γ."""
+    lambda_: Annotated[float, tyro.conf.arg(name="lambda")] = 0.8
+    """Trace decay λ in [0, 1]."""
+    kappa: float = 2.0
+    """ObGD bounding factor κ of the value / Q network (0 disables the bound)."""
+    kappa_policy: float = 3.0
+    """κ of Stream AC's policy network."""
+    entropy_coef: float = 0.01
+    """Entropy coefficient of Stream AC."""
+    eps_start: float = 1.0
+    """ε-greedy start value (Q, SARSA)."""
+    eps_end: float = 0.01
+    """ε-greedy final value."""
+    exploration_fraction: float = 0.05
+    """Fraction of the run over which ε decays linearly."""
+    optimizer: Literal["obgd", "adaptive"] = "obgd"
+    """ObGD, or AdaptiveObGD (second-moment scaling)."""
+    beta2: float = 0.999
+    """AdaptiveObGD second-moment decay."""
+    adam_eps: float = 1e-8
+    """AdaptiveObGD ε (inside the square root)."""
+    hidden: tuple[int, ...] | None = None
+    """Hidden widths (default: 32 32 for Q/SARSA, 128 128 for AC/TD; conv torsos 128 / 256)."""
+    torso: Literal["auto", "mlp", "minatar", "atari"] = "auto"
+    """Network torso; auto picks it from the observation shape."""
+    sparsity: float = 0.9
+    """Sparse-init fraction of zero weights per unit."""
+    truncation: Literal["terminate", "bootstrap"] = "terminate"
+    """terminate: no bootstrap at a truncated episode end (the paper's; the time feature
+    compensates); bootstrap: bootstrap from v(s′) when truncated."""
+    time_feature: Literal["auto", "on", "off"] = "auto"
+    """Append τ = −0.5 + t/T to observations (auto: on for vector observations)."""
+    max_episode_steps: int | None = None
+    """Episode cap (default 10,000 for classic control, the env's limit otherwise)."""
+    normalize_obs: bool = True
+    """Welford observation normalisation."""
+    scale_reward: bool = True
+    """Reward scaling by the discounted-return trace deviation."""
+    progress: bool = True
+    """Show the progress bar."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """A TrainConfig made concrete for one environment."""
+
+    agent: AgentConfig
+    hparams: HParams
+    total_steps: int
+
+
+def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
+    """Fill family defaults and validate.
+
+    Raises:
+      ConfigError: an invalid hyper-parameter, or an algorithm that cannot run on the
+        environment's action space.
+      UnsupportedSpaceError: no network for the observation shape.
+    """
+    if cfg.algo not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {cfg.algo!r}; choose one of {', '.join(ALGORITHMS)}")
+    if cfg.algo in ("q", "sarsa") and not spec.discrete:
+        raise ConfigError(
+            f"Stream {cfg.algo.upper()}(λ) needs Discrete actions and {spec.env_id} has Box actions; "
+            "use `streamrl train ac`"
+        )
+    total_steps = cfg.total_steps or DEFAULT_TOTAL_STEPS.get(spec.family, FALLBACK_TOTAL_STEPS)
+    if total_steps <= 0:
+        raise ConfigError(f"--total-steps must be > 0, got {total_steps}")
+    if not 0 < cfg.exploration_fraction <= 1:
+        raise ConfigError(f"--exploration-fraction must be in (0, 1], got {cfg.exploration_fraction}")
+    if not 0 <= cfg.sparsity < 1:
+        raise ConfigError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
+    if cfg.max_episode_steps is not None and cfg.max_episode_steps <= 0:
+        raise ConfigError(f"--max-episode-steps must be > 0, got {cfg.max_episode_steps}")
+    try:
+        torso = torso_for_shape(spec.obs_shape) if cfg.torso == "auto" else cfg.torso
+    except ValueError as exc:
+        raise UnsupportedSpaceError(f"{spec.env_id}: {exc}") from None
+    assert torso in TORSOS
+    if cfg.hidden is not None:
+        hidden = tuple(cfg.hidden)
+    elif torso == "minatar":
+        hidden = (128,)
+    elif torso == "atari":
+        hidden = (256,)
+    else:
+        hidden = (32, 32) if cfg.algo in ("q", "sarsa") else (128, 128)
+    use_time = cfg.time_feature == "on" or (cfg.time_feature == "auto" and torso == "mlp")
+    hp = HParams(
+        lr=cfg.lr,
+        gamma=cfg.gamma,
+        lambda_=cfg.lambda_,
+        kappa=cfg.kappa,
+        kappa_policy=cfg.kappa_policy,
+        entropy_coef=cfg.entropy_coef,
+        eps_start=cfg.eps_start,
+        eps_end=cfg.eps_end,
+        eps_decay_steps=max(cfg.exploration_fraction * total_steps, 1.0),
+        beta2=cfg.beta2,
+        adam_eps=cfg.adam_eps,
+        bootstrap_truncated=1.0 if cfg.truncation == "bootstrap" else 0.0,
+        normalize_obs=1.0 if cfg.normalize_obs else 0.0,
+        scale_reward=1.0 if cfg.scale_reward else 0.0,
+    )
+    try:
+        validate_hparams(hp)
+        agent = AgentConfig(
+            obs_shape=spec.obs_shape,
+            discrete=spec.discrete,
+            action_dim=spec.action_dim,
+            torso=torso,
+            hidden=hidden,
+            optimizer=cfg.optimizer,
+            time_limit=(spec.time_limit or DEFAULT_TIME_LIMIT) if use_time else None,
+            sparsity=cfg.sparsity,
+            action_low=spec.action_low,
+            action_high=spec.action_high,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return Resolved(agent, hp, int(total_steps))

@@ -1,0 +1,188 @@
+"""Host adapter for Gymnasium environments (NumPy, outside jit).
+
+Resolves an id, checks the spaces, applies the paper's episode cap for classic control
+(10,000 steps, REFERENCE.md "Hyperparameters"), and steps one environment, resetting it
+when an episode ends while keeping ``terminated``, ``truncated`` and the final observation
+separate. Episodic return and length are the raw environment's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+
+import gymnasium as gym
+import numpy as np
+
+from streamrl.errors import MissingExtraError, UnknownEnvError, UnsupportedSpaceError
+
+__all__ = ["EnvSpec", "GymnasiumEnv", "make_env", "family_of", "CLASSIC_CONTROL_EPISODE_CAP"]
+
+CLASSIC_CONTROL_EPISODE_CAP = 10_000
+
+# Gymnasium entry-point package → (family name, pip extra that provides it).
+_FAMILIES = {
+    "gymnasium.envs.classic_control": ("classic_control", None),
+    "gymnasium.envs.mujoco": ("mujoco", "streamrl[mujoco]"),
+    "gymnasium.envs.box2d": ("box2d", "gymnasium[box2d]"),
+    "gymnasium.envs.toy_text": ("toy_text", None),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """What an agent needs to know of an environment.
+
+    Attributes:
+      env_id: the id it was made from.
+      family: ``classic_control``, ``mujoco``, … or ``other``.
+      obs_shape: shape of one observation (float32 after the adapter).
+      discrete: True for a Discrete action space, False for Box.
+      action_dim: number of actions (Discrete) or length of the action vector (Box).
+      action_low, action_high: Box bounds (empty for Discrete).
+      time_limit: the episode step limit (None if the environment has none).
+    """
+
+    env_id: str
+    family: str
+    obs_shape: tuple[int, ...]
+    discrete: bool
+    action_dim: int
+    action_low: tuple[float, ...] = ()
+    action_high: tuple[float, ...] = ()
+    time_limit: int | None = None
+
+
+def family_of(env_id: str) -> str:
+    """The benchmark family of a registered Gymnasium id (``other`` if unknown)."""
+    entry = str(gym.spec(env_id).entry_point)
+    for prefix, (family, _) in _FAMILIES.items():
+        if entry.startswith(prefix):
+            return family
+    return "other"
+
+
+def _resolve(env_id: str) -> gym.envs.registration.EnvSpec:
+    try:
+        return gym.spec(env_id)
+    except gym.error.Error as exc:  # NameNotFound, VersionNotFound, DeprecatedEnv, …
+        if ":" in env_id:  # "module:Env-v0": the module import is the user's
+            raise UnknownEnvError(f"unknown environment id {env_id!r}: {exc}") from None
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
+            "; run `streamrl envs` to list the registered ids"
+        )
+        raise UnknownEnvError(f"unknown environment id {env_id!r}{hint}") from None
+
+
+def _check_spaces(env_id: str, obs_space, act_space) -> None:
+    if not isinstance(obs_space, gym.spaces.Box):
+        raise UnsupportedSpaceError(
+            f"{env_id} has {type(obs_space).__name__} observations; streamrl supports Box "
+            "observations (wrap it with gymnasium.wrappers.FlattenObservation)"
+        )
+    if isinstance(act_space, gym.spaces.Discrete):
+        return
+    if isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
+        if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
+            raise UnsupportedSpaceError(f"{env_id} has an unbounded Box action space; streamrl needs finite bounds")
+        return
+    raise UnsupportedSpaceError(
+        f"{env_id} has {type(act_space).__name__}{getattr(act_space, 'shape', '')} actions; "
+        "streamrl supports Discrete and 1-D Box actions"
+    )
+
+
+class GymnasiumEnv:
+    """One Gymnasium environment with auto-reset and episode bookkeeping.
+
+    ``reset()`` returns the first observation (float32). ``step(action)`` returns
+    ``(obs, reward, terminated, truncated, final_obs, episode)``: ``obs`` is what the agent
+    acts on next (the reset observation when the episode ended), ``final_obs`` the
+    observation the step produced, ``episode`` a ``(episodic_return, length)`` tuple when
+    the episode ended, else None. Box actions are clipped to the bounds here (the agent
+    keeps its unclipped sample); Discrete actions are offset by the space's ``start``.
+    """
+
+    def __init__(self, env: gym.Env, spec: EnvSpec, seed: int):
+        self.env = env
+        self.spec = spec
+        self._seed = seed
+        space = env.action_space
+        self._start = int(space.start) if spec.discrete else 0
+        self._low = np.asarray(spec.action_low, np.float32)
+        self._high = np.asarray(spec.action_high, np.float32)
+        self._return = 0.0
+        self._length = 0
+
+    def reset(self) -> np.ndarray:
+        obs, _ = self.env.reset(seed=self._seed)
+        self._return, self._length = 0.0, 0
+        return np.asarray(obs, np.float32)
+
+    def step(self, action):
+        if self.spec.discrete:
+            env_action = int(action) + self._start
+        else:
+            env_action = np.clip(action, self._low, self._high)
+        final_obs, reward, terminated, truncated, _ = self.env.step(env_action)
+        reward = float(reward)
+        self._return += reward
+        self._length += 1
+        final_obs = np.asarray(final_obs, np.float32)
+        if terminated or truncated:
+            episode = (self._return, self._length)
+            obs, _ = self.env.reset()
+            self._return, self._length = 0.0, 0
+            return np.asarray(obs, np.float32), reward, bool(terminated), bool(truncated), final_obs, episode
+        return final_obs, reward, False, False, final_obs, None
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -> GymnasiumEnv:
+    """Make the host adapter for a registered Gymnasium id.
+
+    Args:
+      env_id: a Gymnasium id (``CartPole-v1``, ``HalfCheetah-v5``, ``module:Env-v0``).
+      seed: seed of the first reset (later resets continue the environment's RNG).
+      max_episode_steps: episode cap; default: 10,000 for classic control (the paper's),
+        the environment's own limit otherwise.
+
+    Raises:
+      UnknownEnvError: the id is not registered (close matches suggested).
+      MissingExtraError: the environment needs an optional dependency (names the extra).
+      UnsupportedSpaceError: observations not Box, or actions neither Discrete nor 1-D Box.
+    """
+    gym_spec = _resolve(env_id)
+    family = family_of(env_id)
+    if max_episode_steps is None and family == "classic_control":
+        max_episode_steps = CLASSIC_CONTROL_EPISODE_CAP
+    kwargs = {"disable_env_checker": True}
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(max_episode_steps)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except (gym.error.DependencyNotInstalled, ImportError) as exc:
+        extra = dict(_FAMILIES.values()).get(family) or "the package that provides it"
+        raise MissingExtraError(
+            f"{env_id} needs an optional dependency ({str(exc).splitlines()[0][:120]}): pip install '{extra}'"
+        ) from None
+    _check_spaces(env_id, env.observation_space, env.action_space)
+    act = env.action_space
+    discrete = isinstance(act, gym.spaces.Discrete)
+    spec = EnvSpec(
+        env_id=env_id,
+        family=family,
+        obs_shape=tuple(int(d) for d in env.observation_space.shape),
+        discrete=discrete,
+        action_dim=int(act.n) if discrete else int(act.shape[0]),
+        action_low=() if discrete else tuple(float(x) for x in act.low),
+        action_high=() if discrete else tuple(float(x) for x in act.high),
+        time_limit=env.spec.max_episode_steps if env.spec is not None else max_episode_steps,
+    )
+    if math.prod(spec.obs_shape) == 0:
+        raise UnsupportedSpaceError(f"{env_id} has empty observations of shape {spec.obs_shape}")
+    return GymnasiumEnv(env, spec, seed)

@@ -1,0 +1,277 @@
+"""Run directories: configuration, episode records, summary, learning curves.
+
+A run directory holds
+  * ``config.json``: the resolved configuration (algorithm, env id, seed, hyper-parameters,
+    network), package versions and the git commit of streamrl;
+  * ``episodes.csv``: one row per finished episode, columns ``agent, seed, end_step,
+    episodic_return, length``; appended in chunks during the run, so a killed run keeps
+    what it had flushed;
+  * ``summary.json``: steps, wall time (s), SPS, episodes, the mean episodic return of the
+    last 10% of episodes, and the run's status (completed, failed, interrupted).
+
+``plot_runs`` draws learning curves as the paper does: episodic returns binned by the
+step at which the episode ended, mean over seeds with a 95% Student-t confidence band.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import math
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_runs", "EPISODE_COLUMNS"]
+
+EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
+_PACKAGES = ("streamrl", "jax", "jaxlib", "flax", "optax", "gymnasium", "numpy", "mujoco")
+_FLUSH_SECONDS = 5.0
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of streamrl and the packages a result depends on."""
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> str | None:
+    """The git commit of the streamrl source tree (with ``-dirty`` if modified), or None."""
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+            cwd=src, capture_output=True, text=True, timeout=5, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def _jsonable(x):
+    if dataclasses.is_dataclass(x):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item"):
+        return x.item()
+    return x
+
+
+class RunWriter:
+    """Writes one run directory; see the module docstring for its contents."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._pending: list[tuple] = []
+        self._returns: list[float] = []
+        self._last_flush = time.monotonic()
+        self.episodes_written = 0
+
+    @classmethod
+    def create(cls, cfg, resolved, spec) -> "RunWriter":
+        """Make the directory (default ``runs/<env>_<algo>_s<seed>_<time>``) and write
+        ``config.json`` and an empty ``episodes.csv``."""
+        path = cfg.run_dir
+        if path is None:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            safe_env = cfg.env.replace("/", "-").replace(":", "-")
+            path = Path("runs") / f"{safe_env}_{cfg.algo}_s{cfg.seed}_{stamp}"
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        config = {
+            "algo": cfg.algo,
+            "env": cfg.env,
+            "seed": cfg.seed,
+            "total_steps": resolved.total_steps,
+            "hparams": dict(resolved.hparams._asdict()),
+            "agent": _jsonable(resolved.agent),
+            "env_spec": _jsonable(spec),
+            "options": _jsonable(cfg),
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        (path / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n")
+        with open(path / "episodes.csv", "w", newline="") as f:
+            csv.writer(f).writerow(EPISODE_COLUMNS)
+        return cls(path)
+
+    def add_episode(self, *, agent: int, seed: int, end_step: int, episodic_return: float, length: int) -> None:
+        self._pending.append((agent, seed, end_step, episodic_return, length))
+        self._returns.append(episodic_return)
+        self.episodes_written += 1
+
+    def recent_return(self, n: int = 20) -> float | None:
+        """Mean episodic return of the last ``n`` episodes (None before the first)."""
+        return float(np.mean(self._returns[-n:])) if self._returns else None
+
+    def flush(self) -> None:
+        if self._pending:
+            with open(self.path / "episodes.csv", "a", newline="") as f:
+                csv.writer(f).writerows(self._pending)
+            self._pending.clear()
+        self._last_flush = time.monotonic()
+
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
+            self.flush()
+
+    def finish(self, *, steps: int, wall_time_s: float, status: str, message: str | None = None) -> dict:
+        """Flush the records and write ``summary.json``; returns the summary."""
+        self.flush()
+        tail = self._returns[-max(1, math.ceil(0.1 * len(self._returns))):] if self._returns else []
+        summary = {
+            "status": status,
+            "steps": steps,
+            "wall_time_s": round(wall_time_s, 3),
+            "sps": round(steps / wall_time_s, 1) if wall_time_s > 0 else None,
+            "episodes": len(self._returns),
+            "mean_return_last10pct": float(np.mean(tail)) if tail else None,
+        }
+        if message:
+            summary["message"] = message
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+class _Bar:
+    def __init__(self, progress, task):
+        self._progress, self._task = progress, task
+
+    def update(self, step: int, episodes: int, recent: float | None) -> None:
+        if self._progress is not None:
+            ret = "–" if recent is None else f"{recent:,.1f}"
+            self._progress.update(self._task, completed=step, episodes=episodes, ret=ret)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, *, enabled: bool = True, console=None):
+    """A rich progress bar showing steps, SPS, episodes and the recent mean return."""
+    if not enabled:
+        yield _Bar(None, None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    class _SPS(TextColumn):
+        def __init__(self):
+            super().__init__("")
+
+        def render(self, task):
+            from rich.text import Text
+
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} SPS" if speed else "– SPS")
+
+    columns = (
+        BarColumn(),
+        MofNCompleteColumn(),
+        _SPS(),
+        TextColumn("episodes {task.fields[episodes]}"),
+        TextColumn("return(20) {task.fields[ret]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, refresh_per_second=4) as progress:
+        task = progress.add_task("train", total=total, episodes=0, ret="–")
+        yield _Bar(progress, task)
+
+
+def load_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        from streamrl.errors import StreamRLError
+
+        raise StreamRLError(f"{run_dir} is not a run directory (no config.json)")
+    return json.loads(path.read_text())
+
+
+def load_episodes(run_dirs: Iterable[Path]):
+    """All episode records of ``run_dirs`` as one pandas DataFrame, with the run's
+    ``algo``, ``env`` and ``run`` (directory) added as columns."""
+    import pandas as pd
+
+    frames = []
+    for run_dir in run_dirs:
+        cfg = load_config(run_dir)
+        df = pd.read_csv(Path(run_dir) / "episodes.csv")
+        df["algo"], df["env"], df["run"] = cfg["algo"], cfg["env"], str(run_dir)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)
+
+
+def binned_curve(end_steps: np.ndarray, returns: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Mean return of the episodes ending in each bin [edges[i], edges[i+1]) (NaN if none)."""
+    idx = np.clip(np.searchsorted(edges, end_steps, side="right") - 1, 0, len(edges) - 2)
+    sums = np.bincount(idx, weights=returns, minlength=len(edges) - 1)
+    counts = np.bincount(idx, minlength=len(edges) - 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+
+
+def mean_and_ci(curves: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over seeds (rows) and the half-width of a Student-t confidence interval
+    (0 where fewer than two seeds have a value)."""
+    from scipy import stats
+
+    n = np.sum(~np.isnan(curves), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nanmean(curves, axis=0) if curves.size else np.array([])
+        sd = np.nanstd(curves, axis=0, ddof=1) if curves.shape[0] > 1 else np.zeros(curves.shape[1])
+        t = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1))
+        half = np.where(n > 1, t * sd / np.sqrt(np.maximum(n, 1)), 0.0)
+    return mean, half
+
+
+def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
+    """Write a PNG of learning curves: one line per (env, algo, group), mean over seeds
+    with a 95% confidence band, returns binned by episode end step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = load_episodes(run_dirs)
+    if df.empty:
+        from streamrl.errors import StreamRLError
+
+        raise StreamRLError("no finished episodes in " + ", ".join(str(r) for r in run_dirs))
+    fig, axes = plt.subplots(1, df["env"].nunique(), figsize=(6.5 * df["env"].nunique(), 4.2), squeeze=False)
+    for ax, (env, env_df) in zip(axes[0], df.groupby("env")):
+        edges = np.linspace(0, env_df["end_step"].max() + 1, bins + 1)
+        centers = 0.5 * (edges[:-1] + edges[1:])
+        for algo, group in env_df.groupby("algo"):
+            curves = np.stack([
+                binned_curve(g["end_step"].to_numpy(), g["episodic_return"].to_numpy(float), edges)
+                for _, g in group.groupby(["run", "agent"])
+            ])
+            mean, half = mean_and_ci(curves)
+            n_seeds = curves.shape[0]
+            (line,) = ax.plot(centers, mean, label=f"Stream {algo.upper()} ({n_seeds} seed{'s' * (n_seeds > 1)})")
+            ax.fill_between(centers, mean - half, mean + half, alpha=0.25, color=line.get_color(), linewidth=0)
+        ax.set_title(env)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("episodic return")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
