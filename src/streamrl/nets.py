@@ -35,11 +35,8 @@ LEAKY_SLOPE = 0.01
 
 
 def num_sparse_zeros(fan_in: int, sparsity: float) -> int:
-    """⌈sparsity · fan_in⌉ computed exactly (decimal ``sparsity``, so ⌈0.9 · 70⌉ = 63).
-
-    The official PyTorch code multiplies floats, which gives 64 zeros for fan_in = 70;
-    the paper's definition is the exact ceiling.
-    """
+    """⌈sparsity · fan_in⌉, computed on the decimal value of ``sparsity`` so that float
+    rounding of the product can never add a zero (the paper's definition is exact)."""
     return math.ceil(Fraction(str(sparsity)) * fan_in)
 
 

@@ -95,7 +95,7 @@ def reward_scaler_update(scaler: RewardScaler, reward, done, gamma):
       done: bool scalar, whether this step ended the episode (terminated or truncated).
       gamma: discount γ of the trace.
     """
-    trace = gamma * (1.0 - done.astype(jnp.float32)) * scaler.trace + reward
+    trace = gamma * (1.0 - jnp.asarray(done, jnp.float32)) * scaler.trace + reward
     stats = welford_update(scaler.stats, trace)
     scaled = reward / jnp.sqrt(welford_variance(stats) + NORM_EPS)
     return RewardScaler(trace, stats), scaled
@@ -103,4 +103,4 @@ def reward_scaler_update(scaler: RewardScaler, reward, done, gamma):
 
 def time_feature(episode_step, time_limit) -> jax.Array:
     """τ = −0.5 + t / T as a float32 vector of length 1 (t = steps taken in the episode)."""
-    return jnp.reshape(-0.5 + episode_step.astype(jnp.float32) / time_limit, (1,))
+    return jnp.reshape(-0.5 + jnp.asarray(episode_step, jnp.float32) / time_limit, (1,))

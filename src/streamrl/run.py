@@ -45,6 +45,8 @@ class FlatCodec:
         self.size = sum(math.prod(s) for s, _ in self.meta)
 
     def pack(self, tree: Any) -> jax.Array:
+        # Per-leaf bitcasts into one concatenate. (Grouping leaves by dtype first makes
+        # fewer kernels but measured slower: 222 → 320 µs for Stream AC on HalfCheetah.)
         words = []
         for x in jax.tree_util.tree_leaves(tree):
             x = x.astype(jnp.uint32) if x.dtype == jnp.bool_ else jax.lax.bitcast_convert_type(x, jnp.uint32)

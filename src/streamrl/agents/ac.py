@@ -38,11 +38,11 @@ class StreamAC(StreamAgent):
 
     def value(self, params, obs):
         """v(obs): float32 scalar."""
-        return self.networks()["critic"].apply(params["critic"], obs)[0][0]
+        return self.apply("critic", params["critic"], obs)[0][0]
 
     def policy(self, params, obs):
         """Distribution parameters at ``obs``: (logits,) for Discrete, (μ, σ) for Box."""
-        out = self.networks()["actor"].apply(params["actor"], obs)
+        out = self.apply("actor", params["actor"], obs)
         if self.config.discrete:
             return out
         mu, pre_std = out
@@ -76,12 +76,13 @@ class StreamAC(StreamAgent):
         return log_prob + entropy_coef * jnp.sign(td_error) * entropy
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams):
-        critic = self.networks()["critic"]
         norm, o = self.observe(state.norm, ts, hp)
         step = state.step + 1
 
-        v_s, critic_grads = jax.value_and_grad(lambda p: critic.apply(p, state.obs)[0][0])(state.params["critic"])
-        v_next = critic.apply(state.params["critic"], o.next_obs)[0][0]
+        v_s, critic_grads, (v_next,) = self.paired_value_and_grad(
+            "critic", state.params["critic"], state.obs, o.next_obs, lambda heads: heads[0][0]
+        )
+        v_next = v_next[0]
         td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * v_next - v_s)
         actor_grads = jax.grad(self.actor_objective)(
             state.params["actor"], state.obs, state.action, td_error, hp.entropy_coef

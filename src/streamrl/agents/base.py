@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -253,7 +254,8 @@ class StreamAgent(abc.ABC):
     def hidden_for(self, name: str) -> tuple[int, ...]:
         return self.config.hidden
 
-    def networks(self) -> dict:
+    @functools.cached_property
+    def _nets(self) -> dict:
         from streamrl.nets import StreamNet
 
         c = self.config
@@ -262,11 +264,38 @@ class StreamAgent(abc.ABC):
             for name, heads in self._param_heads().items()
         }
 
+    def networks(self) -> dict:
+        """Network name → Flax module (:class:`streamrl.nets.StreamNet`)."""
+        return self._nets
+
+    def apply(self, name: str, params: Any, obs: jax.Array):
+        """Head outputs of network ``name`` (its Flax parameter tree) at one normalised
+        observation: a tuple of float32 vectors, one per head."""
+        return self._nets[name].apply(params, obs)
+
     def optimizer(self, name: str, hp: HParams) -> optax.GradientTransformationExtraArgs:
         kappa = hp.kappa_policy if name == "actor" else hp.kappa
         if self.config.optimizer == "adaptive":
             return adaptive_obgd(hp.lr, hp.gamma, hp.lambda_, kappa, hp.beta2, hp.adam_eps)
         return obgd(hp.lr, hp.gamma, hp.lambda_, kappa)
+
+    def paired_value_and_grad(self, name, params, obs, next_obs, select):
+        """One batched forward pass of network ``name`` on (s, s′).
+
+        Returns ``(select(out_s), ∇ select(out_s), out_next)`` where ``out_*`` are the head
+        outputs at s and s′ and ``select`` maps the heads at s to the scalar prediction
+        (e.g. q(s, a)). Same values as separate passes, with half the XLA kernels.
+        """
+        batch = jnp.stack([obs, next_obs])
+        apply = functools.partial(self.apply, name)
+        out, vjp = jax.vjp(lambda p: jax.vmap(apply, (None, 0))(p, batch), params)
+        first = jax.tree_util.tree_map(lambda x: x[0], out)
+        value, cotangent_s = jax.value_and_grad(select)(first)
+        cotangent = jax.tree_util.tree_map(
+            lambda c: jnp.stack([c, jnp.zeros_like(c)]), cotangent_s
+        )
+        (grads,) = vjp(cotangent)
+        return value, grads, jax.tree_util.tree_map(lambda x: x[1], out)
 
     def apply_update(self, name, params, opt_state, grads, td_error, reset, hp):
         """One ObGD step of network ``name``; returns (params, opt_state)."""

@@ -49,21 +49,21 @@ class StreamQ(StreamAgent):
 
     def q_values(self, params, obs):
         """q(obs, ·): float32 [n_actions] for one normalised observation."""
-        return self.networks()["q"].apply(params["q"], obs)[0]
+        return self.apply("q", params["q"], obs)[0]
 
     def _act(self, params, obs, step, key, hp):
         return epsilon_greedy(self.q_values(params, obs), epsilon_at(step, hp), key)
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams):
-        net = self.networks()["q"]
         norm, o = self.observe(state.norm, ts, hp)
         step = state.step + 1
         # a′ (SARSA, episode goes on) and the reset action (episode ended) are the same
         # time step's choice and never both used, so they share one key.
         key = action_key(state.key, step)
 
-        q_sa, grads = jax.value_and_grad(lambda p: net.apply(p, state.obs)[0][state.action])(state.params["q"])
-        q_next = net.apply(state.params["q"], o.next_obs)[0]
+        q_sa, grads, (q_next,) = self.paired_value_and_grad(
+            "q", state.params["q"], state.obs, o.next_obs, lambda heads: heads[0][state.action]
+        )
         if self.sarsa:
             # a′ at s′ with the pre-update parameters: both the bootstrap and the next action.
             next_action, next_nongreedy = epsilon_greedy(q_next, epsilon_at(step, hp), key)

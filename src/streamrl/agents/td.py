@@ -27,7 +27,7 @@ class StreamTD(StreamAgent):
 
     def value(self, params, obs):
         """v(obs): float32 scalar for one normalised observation."""
-        return self.networks()["v"].apply(params["v"], obs)[0][0]
+        return self.apply("v", params["v"], obs)[0][0]
 
     def _act(self, params, obs, step, key, hp):
         c = self.config
@@ -39,11 +39,12 @@ class StreamTD(StreamAgent):
         return action, jnp.zeros((), bool)
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams):
-        net = self.networks()["v"]
         norm, o = self.observe(state.norm, ts, hp)
         step = state.step + 1
-        v_s, grads = jax.value_and_grad(lambda p: net.apply(p, state.obs)[0][0])(state.params["v"])
-        v_next = net.apply(state.params["v"], o.next_obs)[0][0]
+        v_s, grads, (v_next,) = self.paired_value_and_grad(
+            "v", state.params["v"], state.obs, o.next_obs, lambda heads: heads[0][0]
+        )
+        v_next = v_next[0]
         td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * v_next - v_s)
         v_params, v_opt = self.apply_update("v", state.params["v"], state.opt_state["v"], grads, td_error, o.done, hp)
         params, opt_state = {"v": v_params}, {"v": v_opt}
