@@ -48,7 +48,6 @@ def _train(cfg: TrainConfig) -> int:
     from streamrl.run import train
 
     console = Console(stderr=True)
-    console.print(f"streamrl train {cfg.algo} --env {cfg.env} --seed {cfg.seed}")
     try:
         path = train(cfg, console=console)
     except KeyboardInterrupt:

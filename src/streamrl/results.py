@@ -6,8 +6,9 @@ A run directory holds
   * ``episodes.csv``: one row per finished episode, columns ``agent, seed, end_step,
     episodic_return, length``; appended in chunks during the run, so a killed run keeps
     what it had flushed;
-  * ``summary.json``: steps, wall time (s), SPS, episodes, the mean episodic return of the
-    last 10% of episodes, and the run's status (completed, failed, interrupted).
+  * ``summary.json``: steps, wall time (s) and SPS of the environment steps, episodes, the
+    mean episodic return of the last 10% of episodes, the set-up and compile time (s), and
+    the run's status (completed, failed, interrupted).
 
 ``plot_runs`` draws learning curves as the paper does: episodic returns binned by the
 step at which the episode ended, mean over seeds with a 95% Student-t confidence band.
@@ -133,8 +134,12 @@ class RunWriter:
         if time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self.flush()
 
-    def finish(self, *, steps: int, wall_time_s: float, status: str, message: str | None = None) -> dict:
-        """Flush the records and write ``summary.json``; returns the summary."""
+    def finish(
+        self, *, steps: int, wall_time_s: float, status: str, message: str | None = None, compile_s: float | None = None
+    ) -> dict:
+        """Flush the records and write ``summary.json``; returns the summary. ``wall_time_s``
+        and SPS cover the environment steps; ``compile_s`` is the set-up and compile time
+        before them."""
         self.flush()
         tail = self._returns[-max(1, math.ceil(0.1 * len(self._returns))):] if self._returns else []
         summary = {
@@ -144,6 +149,7 @@ class RunWriter:
             "sps": round(steps / wall_time_s, 1) if wall_time_s > 0 else None,
             "episodes": len(self._returns),
             "mean_return_last10pct": float(np.mean(tail)) if tail else None,
+            "compile_s": None if compile_s is None else round(compile_s, 3),
         }
         if message:
             summary["message"] = message

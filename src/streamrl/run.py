@@ -98,13 +98,18 @@ class HostStepper:
             state, action = agent.step(codec.unpack(buf), ts, hp)
             return codec.pack(state), action
 
-        self._step_fn = jax.jit(step, donate_argnums=0)
+        return jax.jit(step, donate_argnums=0)
 
     def start(self, obs: np.ndarray) -> np.ndarray:
+        """Initialise from the first raw observation, compile the step ahead of time (so
+        the first environment step is not a compile), and return the first action."""
+        t0 = time.perf_counter()
         state = jax.jit(self.agent.init)(self._key, jnp.asarray(obs, jnp.float32), self.hparams)
-        self._build(state)
+        step = self._build(state)
         self._buf = jax.jit(self._codec.pack)(state)
         self._ts = np.zeros(2 * self._obs_size + 3, np.float32)
+        self._step_fn = step.lower(self._buf, self._ts, self._hp_vec).compile()
+        self.compile_s = time.perf_counter() - t0
         return np.asarray(state.action)
 
     def step(self, obs, reward: float, terminated: bool, truncated: bool, final_obs) -> np.ndarray:
@@ -176,6 +181,8 @@ def _loop(cfg, env: GymnasiumEnv, resolved: Resolved, writer, console, progress_
             status, error = "interrupted", exc
         wall = time.perf_counter() - t0
         bar.update(step, writer.episodes_written, writer.recent_return())
-    writer.finish(steps=step, wall_time_s=wall, status=status, message=str(error) if error else None)
+    writer.finish(
+        steps=step, wall_time_s=wall, status=status, message=str(error) if error else None, compile_s=stepper.compile_s
+    )
     if error is not None:
         raise error

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import math
 
 import gymnasium as gym
@@ -56,7 +57,7 @@ class EnvSpec:
 
 def family_of(env_id: str) -> str:
     """The benchmark family of a registered Gymnasium id (``other`` if unknown)."""
-    entry = str(gym.spec(env_id).entry_point)
+    entry = str(_resolve(env_id).entry_point)
     for prefix, (family, _) in _FAMILIES.items():
         if entry.startswith(prefix):
             return family
@@ -64,12 +65,18 @@ def family_of(env_id: str) -> str:
 
 
 def _resolve(env_id: str) -> gym.envs.registration.EnvSpec:
+    """The registered spec of ``env_id``; ``module:Name-v0`` imports ``module`` first
+    (Gymnasium's convention for third-party registrations)."""
+    module, name = env_id.split(":", 1) if ":" in env_id else (None, env_id)
+    if module is not None:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise UnknownEnvError(f"cannot import {module!r} to register {name!r}: {exc}") from None
     try:
-        return gym.spec(env_id)
-    except gym.error.Error as exc:  # NameNotFound, VersionNotFound, DeprecatedEnv, …
-        if ":" in env_id:  # "module:Env-v0": the module import is the user's
-            raise UnknownEnvError(f"unknown environment id {env_id!r}: {exc}") from None
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.5)
+        return gym.spec(name)
+    except gym.error.Error:  # NameNotFound, VersionNotFound, DeprecatedEnv, …
+        close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
             "; run `streamrl envs` to list the registered ids"
         )
@@ -156,7 +163,6 @@ def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -
       MissingExtraError: the environment needs an optional dependency (names the extra).
       UnsupportedSpaceError: observations not Box, or actions neither Discrete nor 1-D Box.
     """
-    gym_spec = _resolve(env_id)
     family = family_of(env_id)
     if max_episode_steps is None and family == "classic_control":
         max_episode_steps = CLASSIC_CONTROL_EPISODE_CAP
@@ -166,10 +172,10 @@ def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -
     try:
         env = gym.make(env_id, **kwargs)
     except (gym.error.DependencyNotInstalled, ImportError) as exc:
-        extra = dict(_FAMILIES.values()).get(family) or "the package that provides it"
-        raise MissingExtraError(
-            f"{env_id} needs an optional dependency ({str(exc).splitlines()[0][:120]}): pip install '{extra}'"
-        ) from None
+        extra = dict(_FAMILIES.values()).get(family)
+        if extra is None:
+            raise MissingExtraError(f"{env_id} needs an optional dependency: {str(exc).splitlines()[0][:160]}") from None
+        raise MissingExtraError(f"{env_id} needs an optional dependency that is not installed: pip install '{extra}'") from None
     _check_spaces(env_id, env.observation_space, env.action_space)
     act = env.action_space
     discrete = isinstance(act, gym.spaces.Discrete)
