@@ -79,11 +79,7 @@ class StreamAC(StreamAgent):
         norm, o = self.observe(state.norm, ts, hp)
         step = state.step + 1
 
-        v_s, critic_grads, (v_next,) = self.paired_value_and_grad(
-            "critic", state.params["critic"], state.obs, o.next_obs, lambda heads: heads[0][0]
-        )
-        v_next = v_next[0]
-        td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * v_next - v_s)
+        td_error, critic_grads = self.state_value_td_error("critic", state.params["critic"], state.obs, o, hp)
         actor_grads = jax.grad(self.actor_objective)(
             state.params["actor"], state.obs, state.action, td_error, hp.entropy_coef
         )

@@ -297,6 +297,13 @@ class StreamAgent(abc.ABC):
         (grads,) = vjp(cotangent)
         return value, grads, jax.tree_util.tree_map(lambda x: x[1], out)
 
+    def state_value_td_error(self, name, params, obs, o: "Observation", hp: HParams):
+        """δ = r + γ·bootstrap·v(s′) − v(s) of state-value network ``name`` (its head 0
+        is v) and ∇v(s); returns ``(td_error, grads)`` with δ a stopped-gradient float32."""
+        v_s, grads, (v_next,) = self.paired_value_and_grad(name, params, obs, o.next_obs, lambda heads: heads[0][0])
+        td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * v_next[0] - v_s)
+        return td_error, grads
+
     def apply_update(self, name, params, opt_state, grads, td_error, reset, hp):
         """One ObGD step of network ``name``; returns (params, opt_state)."""
         updates, opt_state = self.optimizer(name, hp).update(

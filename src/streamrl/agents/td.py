@@ -41,11 +41,7 @@ class StreamTD(StreamAgent):
     def step(self, state: AgentState, ts: TimeStep, hp: HParams):
         norm, o = self.observe(state.norm, ts, hp)
         step = state.step + 1
-        v_s, grads, (v_next,) = self.paired_value_and_grad(
-            "v", state.params["v"], state.obs, o.next_obs, lambda heads: heads[0][0]
-        )
-        v_next = v_next[0]
-        td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * v_next - v_s)
+        td_error, grads = self.state_value_td_error("v", state.params["v"], state.obs, o, hp)
         v_params, v_opt = self.apply_update("v", state.params["v"], state.opt_state["v"], grads, td_error, o.done, hp)
         params, opt_state = {"v": v_params}, {"v": v_opt}
         action, nongreedy = self._act(params, o.act_obs, step, action_key(state.key, step), hp)
