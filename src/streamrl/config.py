@@ -9,6 +9,7 @@ schedule) are filled in by :func:`resolve` when left as ``None``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,9 +20,47 @@ from streamrl.envs.gym import EnvSpec
 from streamrl.errors import ConfigError, UnsupportedSpaceError
 from streamrl.nets import TORSOS, torso_for_shape
 
-__all__ = ["TrainConfig", "Resolved", "resolve", "DEFAULT_TOTAL_STEPS"]
+__all__ = ["TrainConfig", "Member", "Resolved", "resolve", "DEFAULT_TOTAL_STEPS", "SWEEPABLE"]
 
 Algo = Literal["ac", "q", "sarsa", "td"]
+
+
+def _parse_values(args: list[str]) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in args[0].split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected a number or a comma-separated list of numbers, got {args[0]!r}") from None
+    if not values:
+        raise ValueError("expected at least one value")
+    return values
+
+
+Values = Annotated[
+    tuple[float, ...],
+    tyro.constructors.PrimitiveConstructorSpec(
+        nargs=1,
+        metavar="FLOAT[,FLOAT...]",
+        instance_from_str=_parse_values,
+        is_instance=lambda x: isinstance(x, tuple) and all(isinstance(v, (int, float)) for v in x),
+        str_from_instance=lambda x: [",".join(f"{v:g}" for v in x)],
+    ),
+]
+"""A hyper-parameter flag: one value, or a comma-separated list that becomes a grid axis."""
+
+# TrainConfig field → HParams field for the hyper-parameters that can be swept.
+SWEEPABLE = {
+    "lr": "lr",
+    "gamma": "gamma",
+    "lambda_": "lambda_",
+    "kappa": "kappa",
+    "kappa_policy": "kappa_policy",
+    "entropy_coef": "entropy_coef",
+    "eps_start": "eps_start",
+    "eps_end": "eps_end",
+    "exploration_fraction": "eps_decay_steps",
+    "beta2": "beta2",
+    "adam_eps": "adam_eps",
+}
 
 # Default run lengths by family (REFERENCE.md): classic control 500k, MuJoCo 2M.
 DEFAULT_TOTAL_STEPS = {"classic_control": 500_000, "mujoco": 2_000_000}
@@ -41,32 +80,37 @@ class TrainConfig:
     total_steps: int | None = None
     """Environment steps (default: 500k classic control, 2M MuJoCo, 1M otherwise)."""
     seed: int = 0
+    """Seed of the first agent; a fleet of --num-seeds N uses seed, seed+1, …, seed+N-1."""
+    num_seeds: int = 1
+    """Independent seeds per hyper-parameter setting. Every flag below also takes a
+    comma-separated list (--lambda 0.0,0.8,0.95 --kappa 1,2): the fleet is the grid of all
+    lists × seeds, trained together as one vmapped fleet."""
     run_dir: Path | None = None
     """Run directory (default: runs/<env>_<algo>_s<seed>_<time>)."""
 
-    lr: float = 1.0
+    lr: Values = (1.0,)
     """ObGD step size."""
-    gamma: float = 0.99
+    gamma: Values = (0.99,)
     """Discount γ."""
-    lambda_: Annotated[float, tyro.conf.arg(name="lambda")] = 0.8
+    lambda_: Annotated[Values, tyro.conf.arg(name="lambda")] = (0.8,)
     """Trace decay λ in [0, 1]."""
-    kappa: float = 2.0
+    kappa: Values = (2.0,)
     """ObGD bounding factor κ of the value / Q network (0 disables the bound)."""
-    kappa_policy: float = 3.0
+    kappa_policy: Values = (3.0,)
     """κ of Stream AC's policy network."""
-    entropy_coef: float = 0.01
+    entropy_coef: Values = (0.01,)
     """Entropy coefficient of Stream AC."""
-    eps_start: float = 1.0
+    eps_start: Values = (1.0,)
     """ε-greedy start value (Q, SARSA)."""
-    eps_end: float = 0.01
+    eps_end: Values = (0.01,)
     """ε-greedy final value."""
-    exploration_fraction: float = 0.05
+    exploration_fraction: Values = (0.05,)
     """Fraction of the run over which ε decays linearly."""
     optimizer: Literal["obgd", "adaptive"] = "obgd"
     """ObGD, or AdaptiveObGD (second-moment scaling)."""
-    beta2: float = 0.999
+    beta2: Values = (0.999,)
     """AdaptiveObGD second-moment decay."""
-    adam_eps: float = 1e-8
+    adam_eps: Values = (1e-8,)
     """AdaptiveObGD ε (inside the square root)."""
     hidden: tuple[int, ...] | None = None
     """Hidden widths (default: 32 32 for Q/SARSA, 128 128 for AC/TD; conv torsos 128 / 256)."""
@@ -90,12 +134,33 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class Member:
+    """One agent of a fleet: its seed and hyper-parameters (Python floats)."""
+
+    seed: int
+    hparams: HParams
+
+
+@dataclasses.dataclass(frozen=True)
 class Resolved:
-    """A TrainConfig made concrete for one environment."""
+    """A TrainConfig made concrete for one environment.
+
+    Attributes:
+      agent: the static agent description (shared by every member).
+      members: the fleet, grid-major then seed (one member for a plain run).
+      swept: names of the HParams fields that take more than one value in the fleet.
+      total_steps: environment steps per agent.
+    """
 
     agent: AgentConfig
-    hparams: HParams
+    members: tuple[Member, ...]
+    swept: tuple[str, ...]
     total_steps: int
+
+    @property
+    def hparams(self) -> HParams:
+        """The first member's hyper-parameters (a plain run's)."""
+        return self.members[0].hparams
 
 
 def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
@@ -116,8 +181,11 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
     total_steps = cfg.total_steps or DEFAULT_TOTAL_STEPS.get(spec.family, FALLBACK_TOTAL_STEPS)
     if total_steps <= 0:
         raise ConfigError(f"--total-steps must be > 0, got {total_steps}")
-    if not 0 < cfg.exploration_fraction <= 1:
-        raise ConfigError(f"--exploration-fraction must be in (0, 1], got {cfg.exploration_fraction}")
+    if cfg.num_seeds <= 0:
+        raise ConfigError(f"--num-seeds must be >= 1, got {cfg.num_seeds}")
+    for fraction in cfg.exploration_fraction:
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"--exploration-fraction must be in (0, 1], got {fraction}")
     if not 0 <= cfg.sparsity < 1:
         raise ConfigError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
     if cfg.max_episode_steps is not None and cfg.max_episode_steps <= 0:
@@ -136,24 +204,22 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
     else:
         hidden = (32, 32) if cfg.algo in ("q", "sarsa") else (128, 128)
     use_time = cfg.time_feature == "on" or (cfg.time_feature == "auto" and torso == "mlp")
-    hp = HParams(
-        lr=cfg.lr,
-        gamma=cfg.gamma,
-        lambda_=cfg.lambda_,
-        kappa=cfg.kappa,
-        kappa_policy=cfg.kappa_policy,
-        entropy_coef=cfg.entropy_coef,
-        eps_start=cfg.eps_start,
-        eps_end=cfg.eps_end,
-        eps_decay_steps=max(cfg.exploration_fraction * total_steps, 1.0),
-        beta2=cfg.beta2,
-        adam_eps=cfg.adam_eps,
+    flags = dict(
         bootstrap_truncated=1.0 if cfg.truncation == "bootstrap" else 0.0,
         normalize_obs=1.0 if cfg.normalize_obs else 0.0,
         scale_reward=1.0 if cfg.scale_reward else 0.0,
     )
+    grid = [tuple(getattr(cfg, field)) for field in SWEEPABLE]
+    swept = tuple(SWEEPABLE[f] for f, values in zip(SWEEPABLE, grid) if len(values) > 1)
+    members = []
+    for values in itertools.product(*grid):
+        hp = dict(zip(SWEEPABLE.values(), values))
+        hp["eps_decay_steps"] = max(hp["eps_decay_steps"] * total_steps, 1.0)  # a fraction on the CLI
+        for i in range(cfg.num_seeds):
+            members.append(Member(cfg.seed + i, HParams(**hp, **flags)))
     try:
-        validate_hparams(hp)
+        for member in members:
+            validate_hparams(member.hparams)
         agent = AgentConfig(
             obs_shape=spec.obs_shape,
             discrete=spec.discrete,
@@ -168,4 +234,4 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return Resolved(agent, hp, int(total_steps))
+    return Resolved(agent, tuple(members), swept, int(total_steps))

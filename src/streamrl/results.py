@@ -25,6 +25,7 @@ import json
 import math
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -35,6 +36,7 @@ __all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_ru
 EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
 _PACKAGES = ("streamrl", "jax", "jaxlib", "flax", "optax", "gymnasium", "numpy", "mujoco")
 _FLUSH_SECONDS = 5.0
+_SYMBOLS = {"lambda_": "λ", "kappa": "κ", "gamma": "γ", "kappa_policy": "κ_π", "entropy_coef": "c"}
 
 
 def package_versions() -> dict[str, str | None]:
@@ -78,10 +80,13 @@ def _jsonable(x):
 class RunWriter:
     """Writes one run directory; see the module docstring for its contents."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, members=(), swept: tuple[str, ...] = ()):
         self.path = path
+        self.members = tuple(members)
+        self.swept = tuple(swept)
         self._pending: list[tuple] = []
-        self._returns: list[float] = []
+        self._returns: list[list[float]] = [[] for _ in self.members]
+        self._recent: list[float] = []
         self._last_flush = time.monotonic()
         self.episodes_written = 0
 
@@ -100,8 +105,11 @@ class RunWriter:
             "algo": cfg.algo,
             "env": cfg.env,
             "seed": cfg.seed,
+            "num_agents": len(resolved.members),
             "total_steps": resolved.total_steps,
             "hparams": dict(resolved.hparams._asdict()),
+            "swept": list(resolved.swept),
+            "members": [{"agent": i, "seed": m.seed, **m.hparams._asdict()} for i, m in enumerate(resolved.members)],
             "agent": _jsonable(resolved.agent),
             "env_spec": _jsonable(spec),
             "options": _jsonable(cfg),
@@ -110,18 +118,28 @@ class RunWriter:
             "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         }
         (path / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n")
+        writer = cls(path, resolved.members, resolved.swept)
         with open(path / "episodes.csv", "w", newline="") as f:
-            csv.writer(f).writerow(EPISODE_COLUMNS)
-        return cls(path)
+            csv.writer(f).writerow(writer.columns)
+        return writer
 
-    def add_episode(self, *, agent: int, seed: int, end_step: int, episodic_return: float, length: int) -> None:
-        self._pending.append((agent, seed, end_step, episodic_return, length))
-        self._returns.append(episodic_return)
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """``EPISODE_COLUMNS`` plus one column per swept hyper-parameter."""
+        return EPISODE_COLUMNS + self.swept
+
+    def add_episode(self, *, agent: int, end_step: int, episodic_return: float, length: int) -> None:
+        member = self.members[agent]
+        swept = tuple(float(getattr(member.hparams, name)) for name in self.swept)
+        self._pending.append((agent, member.seed, end_step, episodic_return, length) + swept)
+        self._returns[agent].append(episodic_return)
+        self._recent.append(episodic_return)
+        del self._recent[:-100]
         self.episodes_written += 1
 
     def recent_return(self, n: int = 20) -> float | None:
-        """Mean episodic return of the last ``n`` episodes (None before the first)."""
-        return float(np.mean(self._returns[-n:])) if self._returns else None
+        """Mean episodic return of the last ``n`` episodes of the fleet (None before the first)."""
+        return float(np.mean(self._recent[-n:])) if self._recent else None
 
     def flush(self) -> None:
         if self._pending:
@@ -134,23 +152,53 @@ class RunWriter:
         if time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self.flush()
 
+    @staticmethod
+    def _tail_mean(returns: list[float]) -> float | None:
+        if not returns:
+            return None
+        return float(np.mean(returns[-max(1, math.ceil(0.1 * len(returns))):]))
+
     def finish(
         self, *, steps: int, wall_time_s: float, status: str, message: str | None = None, compile_s: float | None = None
     ) -> dict:
-        """Flush the records and write ``summary.json``; returns the summary. ``wall_time_s``
-        and SPS cover the environment steps; ``compile_s`` is the set-up and compile time
-        before them."""
+        """Flush the records and write ``summary.json``; returns the summary.
+
+        ``steps`` and ``sps`` are per agent (environment steps of one stream); ``agent_sps``
+        is the fleet's aggregate. ``mean_return_last10pct`` is the mean over agents of each
+        agent's mean return over its last 10% of episodes; ``groups`` gives it per setting
+        of the swept hyper-parameters (mean over seeds). ``compile_s`` is the set-up and
+        compile time before the first step.
+        """
         self.flush()
-        tail = self._returns[-max(1, math.ceil(0.1 * len(self._returns))):] if self._returns else []
+        per_agent = [self._tail_mean(r) for r in self._returns]
+        scored = [v for v in per_agent if v is not None]
+        sps = steps / wall_time_s if wall_time_s > 0 else None
         summary = {
             "status": status,
             "steps": steps,
+            "agents": len(self.members),
             "wall_time_s": round(wall_time_s, 3),
-            "sps": round(steps / wall_time_s, 1) if wall_time_s > 0 else None,
-            "episodes": len(self._returns),
-            "mean_return_last10pct": float(np.mean(tail)) if tail else None,
+            "sps": None if sps is None else round(sps, 1),
+            "agent_sps": None if sps is None else round(sps * len(self.members), 1),
+            "episodes": sum(len(r) for r in self._returns),
+            "mean_return_last10pct": float(np.mean(scored)) if scored else None,
             "compile_s": None if compile_s is None else round(compile_s, 3),
         }
+        if self.swept:
+            groups: dict[tuple, list[int]] = {}
+            for i, m in enumerate(self.members):
+                groups.setdefault(tuple(float(getattr(m.hparams, n)) for n in self.swept), []).append(i)
+            summary["groups"] = [
+                {
+                    **dict(zip(self.swept, key)),
+                    "seeds": [self.members[i].seed for i in idx],
+                    "mean_return_last10pct": (
+                        float(np.mean([per_agent[i] for i in idx if per_agent[i] is not None]))
+                        if any(per_agent[i] is not None for i in idx) else None
+                    ),
+                }
+                for key, idx in groups.items()
+            ]
         if message:
             summary["message"] = message
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -168,8 +216,9 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, *, enabled: bool = True, console=None):
-    """A rich progress bar showing steps, SPS, episodes and the recent mean return."""
+def progress_bar(total: int, *, enabled: bool = True, console=None, agents: int = 1):
+    """A rich progress bar showing steps (per agent), SPS (per agent), the number of agents,
+    episodes and the recent mean return."""
     if not enabled:
         yield _Bar(None, None)
         return
@@ -189,6 +238,7 @@ def progress_bar(total: int, *, enabled: bool = True, console=None):
         BarColumn(),
         MofNCompleteColumn(),
         _SPS(),
+        *((TextColumn(f"× {agents} agents"),) if agents > 1 else ()),
         TextColumn("episodes {task.fields[episodes]}"),
         TextColumn("return(20) {task.fields[ret]}"),
         TimeRemainingColumn(),
@@ -230,13 +280,24 @@ def binned_curve(end_steps: np.ndarray, returns: np.ndarray, edges: np.ndarray) 
         return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
 
 
+def forward_fill(curve: np.ndarray) -> np.ndarray:
+    """Carry the last non-NaN value into later NaN bins (a bin no episode ended in shows the
+    return of the agent's last finished episode); leading NaNs stay."""
+    idx = np.where(np.isnan(curve), 0, np.arange(len(curve)))
+    np.maximum.accumulate(idx, out=idx)
+    out = curve[idx]
+    out[np.isnan(curve) & (np.cumsum(~np.isnan(curve)) == 0)] = np.nan
+    return out
+
+
 def mean_and_ci(curves: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Mean over seeds (rows) and the half-width of a Student-t confidence interval
     (0 where fewer than two seeds have a value)."""
     from scipy import stats
 
     n = np.sum(~np.isnan(curves), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bins no episode ended in: NaN
         mean = np.nanmean(curves, axis=0) if curves.size else np.array([])
         sd = np.nanstd(curves, axis=0, ddof=1) if curves.shape[0] > 1 else np.zeros(curves.shape[1])
         t = stats.t.ppf(0.5 + level / 2, np.maximum(n - 1, 1))
@@ -245,8 +306,9 @@ def mean_and_ci(curves: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np
 
 
 def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
-    """Write a PNG of learning curves: one line per (env, algo, group), mean over seeds
-    with a 95% confidence band, returns binned by episode end step."""
+    """Write a PNG of learning curves: one panel per env, one line per algorithm and
+    setting of the swept hyper-parameters, mean over seeds (runs and fleet agents) with a
+    95% Student-t band, returns binned by episode end step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -261,15 +323,23 @@ def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
     for ax, (env, env_df) in zip(axes[0], df.groupby("env")):
         edges = np.linspace(0, env_df["end_step"].max() + 1, bins + 1)
         centers = 0.5 * (edges[:-1] + edges[1:])
-        for algo, group in env_df.groupby("algo"):
+        swept = [c for c in env_df.columns if c not in EPISODE_COLUMNS + ("algo", "env", "run") and env_df[c].notna().any()]
+        lo, hi = np.inf, -np.inf
+        for key, group in env_df.groupby(["algo", *swept], dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
             curves = np.stack([
-                binned_curve(g["end_step"].to_numpy(), g["episodic_return"].to_numpy(float), edges)
+                forward_fill(binned_curve(g["end_step"].to_numpy(), g["episodic_return"].to_numpy(float), edges))
                 for _, g in group.groupby(["run", "agent"])
             ])
             mean, half = mean_and_ci(curves)
             n_seeds = curves.shape[0]
-            (line,) = ax.plot(centers, mean, label=f"Stream {algo.upper()} ({n_seeds} seed{'s' * (n_seeds > 1)})")
+            setting = "".join(f" {_SYMBOLS.get(n, n)}={v:g}" for n, v in zip(swept, key[1:]) if v == v)
+            label = f"Stream {key[0].upper()}{setting} ({n_seeds} seed{'s' * (n_seeds > 1)})"
+            (line,) = ax.plot(centers, mean, label=label)
             ax.fill_between(centers, mean - half, mean + half, alpha=0.25, color=line.get_color(), linewidth=0)
+            lo, hi = min(lo, np.nanmin(mean)), max(hi, np.nanmax(mean))
+        pad = 0.08 * (hi - lo) if hi > lo else 1.0
+        ax.set_ylim(lo - pad, hi + pad)  # the curves set the scale; wide bands (few seeds) are clipped
         ax.set_title(env)
         ax.set_xlabel("environment steps")
         ax.set_ylabel("episodic return")

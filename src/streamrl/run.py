@@ -1,8 +1,10 @@
-"""The host driver: one Gymnasium stream, one jitted call per environment step.
+"""The host driver: Gymnasium streams, one jitted call per environment step.
 
-Each environment step the driver (1) steps the environment with the agent's action,
-(2) makes ONE jitted call that learns from the transition and picks the next action with
-the new parameters, and (3) books finished episodes, written to the run directory in chunks.
+A run is a fleet of N ≥ 1 independent agents (seeds × hyper-parameter settings), agent i on
+environment i. Each environment step the driver (1) steps the environments with the agents'
+actions, (2) makes ONE jitted call in which every agent learns from its own transition and
+picks its next action with its new parameters (``jax.vmap`` over the fleet), and (3) books
+finished episodes, written to the run directory in chunks.
 
 Speed (measured, see docs/benchmarks.md): on this CPU a standalone jitted call costs about
 1 µs per XLA kernel plus a cost per argument and result buffer. The agent state is a pytree
@@ -15,18 +17,19 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from streamrl.agents import ALGORITHMS, AgentState, HParams, StreamAgent, TimeStep
-from streamrl.config import Resolved, TrainConfig, resolve
-from streamrl.envs.gym import GymnasiumEnv, make_env
+from streamrl.config import Member, Resolved, TrainConfig, resolve
+from streamrl.envs.gym import GymnasiumEnvs, make_env, make_envs
 from streamrl.errors import NonFiniteError
 
-__all__ = ["FlatCodec", "HostStepper", "train"]
+__all__ = ["FlatCodec", "HostStepper", "fleet", "train"]
 
 
 class FlatCodec:
@@ -63,30 +66,51 @@ class FlatCodec:
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
-class HostStepper:
-    """One agent on a host environment: the jitted init and the jitted per-step call.
+def fleet(f: Callable, n: int) -> Callable:
+    """``f`` over a leading fleet axis of size ``n``: ``jax.vmap(f)`` for n > 1; for n = 1
+    the unbatched ``f`` with the axis squeezed and restored (the same values, and the
+    single stream keeps its unbatched program)."""
+    if n > 1:
+        return jax.vmap(f)
 
-    ``start(obs)`` initialises the agent from the first raw observation and returns the
-    first action (NumPy); ``step(obs, reward, terminated, truncated, final_obs)`` learns from
-    the transition and returns the next action. ``state`` unpacks the current AgentState.
+    def single(*args):
+        out = f(*jax.tree_util.tree_map(lambda x: x[0], args))
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+
+    return single
+
+
+class HostStepper:
+    """A fleet of N agents on host environments: the jitted init and per-step call.
+
+    Agent i has seed ``members[i].seed`` and hyper-parameters ``members[i].hparams``; all
+    N learn in one jitted call per environment step (vmapped), each from its own stream.
+
+    ``start(obs)`` takes raw first observations [N, *obs_shape] and returns the first
+    actions [N] or [N, d] (NumPy); ``step(obs, rewards, terminated, truncated, final_obs)``
+    (arrays with a leading N axis) learns from the transitions and returns the next actions.
+    ``state`` unpacks the current fleet AgentState (leaves with a leading N axis).
     """
 
-    def __init__(self, agent: StreamAgent, hparams: HParams, seed: int):
+    def __init__(self, agent: StreamAgent, members: Sequence[Member]):
         self.agent = agent
-        self.hparams = hparams.as_arrays()
-        self._hp_vec = jnp.stack(list(self.hparams))
-        self._key = jax.random.PRNGKey(seed)
+        self.n = len(members)
+        hps = [m.hparams.as_arrays() for m in members]
+        self.hparams = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *hps)
+        self._hp_mat = jnp.stack([jnp.stack(list(hp)) for hp in hps])
+        self._keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
         self._obs_size = math.prod(agent.config.obs_shape)
         self._codec: FlatCodec | None = None
         self._buf = None
         self._step_fn: Callable | None = None
+        self.compile_s = 0.0
 
-    def _build(self, example_state: AgentState) -> None:
+    def _build(self, example_state: AgentState):
         codec = self._codec = FlatCodec(example_state)
         agent, n = self.agent, self._obs_size
         shape = agent.config.obs_shape
 
-        def step(buf, ts_vec, hp_vec):
+        def one(state, ts_vec, hp_vec):
             ts = TimeStep(
                 obs=ts_vec[:n].reshape(shape),
                 reward=ts_vec[2 * n],
@@ -95,83 +119,107 @@ class HostStepper:
                 final_obs=ts_vec[n : 2 * n].reshape(shape),
             )
             hp = HParams(*(hp_vec[i] for i in range(len(HParams._fields))))
-            state, action = agent.step(codec.unpack(buf), ts, hp)
-            return codec.pack(state), action
+            return agent.step(state, ts, hp)
+
+        stepper = fleet(one, self.n)
+
+        def step(buf, ts_mat, hp_mat):
+            states, actions = stepper(codec.unpack(buf), ts_mat, hp_mat)
+            return codec.pack(states), actions
 
         return jax.jit(step, donate_argnums=0)
 
     def start(self, obs: np.ndarray) -> np.ndarray:
-        """Initialise from the first raw observation, compile the step ahead of time (so
-        the first environment step is not a compile), and return the first action."""
+        """Initialise from the first raw observations [N, *obs_shape], compile the step
+        ahead of time (so the first environment step is not a compile), and return the
+        first actions."""
         t0 = time.perf_counter()
-        state = jax.jit(self.agent.init)(self._key, jnp.asarray(obs, jnp.float32), self.hparams)
+        init = jax.jit(fleet(self.agent.init, self.n))
+        state = init(self._keys, jnp.asarray(obs, jnp.float32), self.hparams)
         step = self._build(state)
         self._buf = jax.jit(self._codec.pack)(state)
-        self._ts = np.zeros(2 * self._obs_size + 3, np.float32)
-        self._step_fn = step.lower(self._buf, self._ts, self._hp_vec).compile()
+        self._ts = np.zeros((self.n, 2 * self._obs_size + 3), np.float32)
+        self._step_fn = step.lower(self._buf, self._ts, self._hp_mat).compile()
         self.compile_s = time.perf_counter() - t0
         return np.asarray(state.action)
 
-    def step(self, obs, reward: float, terminated: bool, truncated: bool, final_obs) -> np.ndarray:
+    def step(self, obs, rewards, terminated, truncated, final_obs) -> np.ndarray:
         n, ts = self._obs_size, self._ts
-        ts[:n] = np.ravel(obs)
-        ts[n : 2 * n] = np.ravel(final_obs)
-        ts[2 * n : 2 * n + 3] = (reward, terminated, truncated)
-        self._buf, action = self._step_fn(self._buf, ts, self._hp_vec)
-        return np.asarray(action)
+        ts[:, :n] = obs.reshape(self.n, n)
+        ts[:, n : 2 * n] = final_obs.reshape(self.n, n)
+        ts[:, 2 * n] = rewards
+        ts[:, 2 * n + 1] = terminated
+        ts[:, 2 * n + 2] = truncated
+        self._buf, actions = self._step_fn(self._buf, ts, self._hp_mat)
+        return np.asarray(actions)
 
     @property
     def state(self) -> AgentState:
         return self._codec.unpack(self._buf)
 
 
-def _check_finite(obs: np.ndarray, reward: float, step: int, env_id: str) -> None:
-    if not math.isfinite(reward):
-        raise NonFiniteError(f"{env_id} returned a non-finite reward ({reward}) at step {step}; run stopped", step)
-    if not np.isfinite(obs).all():
-        raise NonFiniteError(f"{env_id} returned a non-finite observation at step {step}; run stopped", step)
+def _check_finite(obs: np.ndarray, rewards: np.ndarray, step: int, env_id: str, members) -> None:
+    if np.isfinite(rewards).all() and np.isfinite(obs).all():
+        return
+    for what, values in (("reward", rewards), ("observation", obs)):
+        finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            who = f" for agent {i} (seed {members[i].seed})" if len(members) > 1 else ""
+            shown = f" ({values[i]})" if what == "reward" else ""
+            raise NonFiniteError(
+                f"{env_id} returned a non-finite {what}{shown} at step {step}{who}; run stopped", step
+            )
 
 
-def train(cfg: TrainConfig, *, console=None) -> "Path":  # noqa: F821
-    """Run ``cfg`` on a host Gymnasium environment and write its run directory.
+def train(cfg: TrainConfig, *, console=None) -> Path:
+    """Run ``cfg`` (one agent, or a fleet of seeds × hyper-parameter settings) on host
+    Gymnasium environments and write its run directory.
 
     Returns the run directory. Raises the streamrl errors of :func:`make_env` and
     :func:`~streamrl.config.resolve` before anything is written, and
     :class:`~streamrl.errors.NonFiniteError` (after writing the records so far and a
-    summary with ``status: failed``) when the environment emits NaN or inf.
+    summary with ``status: failed``) when an environment emits NaN or inf.
     """
     from streamrl.results import RunWriter, progress_bar
 
-    env = make_env(cfg.env, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
+    probe = make_env(cfg.env, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
     try:
-        resolved: Resolved = resolve(cfg, env.spec)
-        writer = RunWriter.create(cfg, resolved, env.spec)
-        _loop(cfg, env, resolved, writer, console, progress_bar)
+        resolved: Resolved = resolve(cfg, probe.spec)
     finally:
-        env.close()
+        probe.close()
+    envs = make_envs(cfg.env, [m.seed for m in resolved.members], cfg.max_episode_steps)
+    try:
+        writer = RunWriter.create(cfg, resolved, envs.spec)
+        _loop(cfg, envs, resolved, writer, console, progress_bar)
+    finally:
+        envs.close()
     return writer.path
 
 
-def _loop(cfg, env: GymnasiumEnv, resolved: Resolved, writer, console, progress_bar) -> None:
+def _loop(cfg, envs: GymnasiumEnvs, resolved: Resolved, writer, console, progress_bar) -> None:
     agent = ALGORITHMS[cfg.algo](resolved.agent)
-    stepper = HostStepper(agent, resolved.hparams, cfg.seed)
+    members = resolved.members
+    stepper = HostStepper(agent, members)
     total = resolved.total_steps
-    obs = env.reset()
-    _check_finite(obs, 0.0, 0, cfg.env)
-    action = stepper.start(obs)
+    obs = envs.reset()
+    zeros = np.zeros(len(members))
+    _check_finite(obs, zeros, 0, cfg.env, members)
+    actions = stepper.start(obs)
     status, error = "completed", None
     t0 = time.perf_counter()
     step = 0
-    with progress_bar(total, enabled=cfg.progress, console=console) as bar:
+    with progress_bar(total, enabled=cfg.progress, console=console, agents=len(members)) as bar:
         try:
             while step < total:
-                obs, reward, terminated, truncated, final_obs, episode = env.step(action)
+                obs, rewards, terminated, truncated, final_obs, episodes = envs.step(actions)
                 step += 1
-                _check_finite(final_obs, reward, step, cfg.env)
-                if episode is not None:
-                    _check_finite(obs, 0.0, step, cfg.env)
-                    writer.add_episode(agent=0, seed=cfg.seed, end_step=step, episodic_return=episode[0], length=episode[1])
-                action = stepper.step(obs, reward, terminated, truncated, final_obs)
+                _check_finite(final_obs, rewards, step, cfg.env, members)
+                if episodes:
+                    _check_finite(obs, zeros, step, cfg.env, members)
+                    for i, episodic_return, length in episodes:
+                        writer.add_episode(agent=i, end_step=step, episodic_return=episodic_return, length=length)
+                actions = stepper.step(obs, rewards, terminated, truncated, final_obs)
                 if step % 1024 == 0:
                     bar.update(step, writer.episodes_written, writer.recent_return())
                     writer.maybe_flush()

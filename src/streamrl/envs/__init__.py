@@ -4,6 +4,6 @@
 for any registered Gymnasium id with a Box observation space and Box or Discrete actions.
 """
 
-from streamrl.envs.gym import EnvSpec, GymnasiumEnv, make_env
+from streamrl.envs.gym import EnvSpec, GymnasiumEnv, GymnasiumEnvs, make_env, make_envs
 
-__all__ = ["EnvSpec", "GymnasiumEnv", "make_env"]
+__all__ = ["EnvSpec", "GymnasiumEnv", "GymnasiumEnvs", "make_env", "make_envs"]
