@@ -131,6 +131,9 @@ class TrainConfig:
     """Reward scaling by the discounted-return trace deviation."""
     progress: bool = True
     """Show the progress bar."""
+    chunk_steps: int = 10_000
+    """Device environments (gymnax:, brax:): steps per jitted lax.scan chunk; records and the
+    progress bar update between chunks."""
 
 
 @dataclasses.dataclass(frozen=True)

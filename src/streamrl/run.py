@@ -172,6 +172,142 @@ def _check_finite(obs: np.ndarray, rewards: np.ndarray, step: int, env_id: str, 
             )
 
 
+class DeviceFleet:
+    """A fleet of N agents and N JAX-native environments stepped together in ``lax.scan``.
+
+    ``run(steps)`` advances every stream by ``steps`` environment steps in ONE jitted call
+    (no Python in the loop) and returns per-step arrays of shape [steps, N]: ``done``,
+    ``episodic_return`` and ``length`` (the episode's totals, meaningful where ``done``),
+    and ``bad`` (a non-finite reward or observation). With ``trace=True`` it also returns
+    the actions taken and the TimeSteps seen (for tests). The carry is donated, so memory
+    stays flat however long the run.
+
+    Agent i uses ``PRNGKey(members[i].seed)`` exactly as on a host environment; its
+    environment draws from ``fold_in(PRNGKey(seed), ENV_STREAM)``: the reset at the start
+    uses ``split(env_key)[0]``, step t uses ``fold_in(split(env_key)[1], t)``.
+    """
+
+    ENV_STREAM = 0x5EED
+
+    def __init__(self, agent: StreamAgent, env, members: Sequence[Member]):
+        self.agent, self.env, self.n = agent, env, len(members)
+        hps = [m.hparams.as_arrays() for m in members]
+        self.hparams = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *hps)
+        self._agent_keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
+        env_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(m.seed), self.ENV_STREAM) for m in members])
+        self.reset_keys, self.step_keys = jax.vmap(jax.random.split, out_axes=1)(env_keys)
+        self._carry = None
+        self._chunks: dict[tuple[int, bool], Callable] = {}
+        self.compile_s = 0.0
+
+    def start(self) -> None:
+        """Reset the environments and initialise the agents on the first observations."""
+        t0 = time.perf_counter()
+
+        def init(agent_keys, reset_keys, hp):
+            env_states, obs = fleet(self.env.reset, self.n)(reset_keys)
+            states = fleet(self.agent.init, self.n)(agent_keys, obs, hp)
+            zeros = jnp.zeros(self.n, jnp.float32)
+            return states, env_states, zeros, zeros.astype(jnp.int32), jnp.zeros((), jnp.int32)
+
+        self._carry = jax.jit(init)(self._agent_keys, self.reset_keys, self.hparams)
+        self.compile_s += time.perf_counter() - t0
+
+    def _chunk(self, length: int, trace: bool) -> Callable:
+        agent, env, n = self.agent, self.env, self.n
+
+        def one(state, env_state, ep_return, ep_length, key, hp):
+            env_state, (obs, reward, terminated, truncated, final_obs) = env.step(key, env_state, state.action)
+            ts = TimeStep(obs, reward, terminated, truncated, final_obs)
+            new_state, _ = agent.step(state, ts, hp)
+            done = jnp.logical_or(terminated, truncated)
+            ep_return, ep_length = ep_return + reward, ep_length + 1
+            bad = ~(jnp.isfinite(reward) & jnp.all(jnp.isfinite(final_obs)) & jnp.all(jnp.isfinite(obs)))
+            out = (done, ep_return, ep_length, bad) + ((state.action, ts) if trace else ())
+            ep_return = jnp.where(done, 0.0, ep_return)
+            ep_length = jnp.where(done, 0, ep_length)
+            return (new_state, env_state, ep_return, ep_length), out
+
+        stepper = fleet(one, n)
+
+        def run(carry, step_keys, hp):
+            def body(c, _):
+                states, env_states, ep_return, ep_length, t = c
+                keys = jax.vmap(jax.random.fold_in, (0, None))(step_keys, t)
+                (states, env_states, ep_return, ep_length), out = stepper(
+                    states, env_states, ep_return, ep_length, keys, hp
+                )
+                return (states, env_states, ep_return, ep_length, t + 1), out
+
+            return jax.lax.scan(body, carry, None, length=length)
+
+        return jax.jit(run, donate_argnums=0)
+
+    def compile(self, steps: int, *, trace: bool = False) -> Callable:
+        """The compiled chunk of ``steps`` steps (compiled once per length; time in compile_s)."""
+        key = (steps, trace)
+        if key not in self._chunks:
+            t0 = time.perf_counter()
+            self._chunks[key] = self._chunk(steps, trace).lower(self._carry, self.step_keys, self.hparams).compile()
+            self.compile_s += time.perf_counter() - t0
+        return self._chunks[key]
+
+    def run(self, steps: int, *, trace: bool = False):
+        """Advance every stream by ``steps``; returns the per-step outputs as NumPy arrays."""
+        self._carry, out = self.compile(steps, trace=trace)(self._carry, self.step_keys, self.hparams)
+        return jax.tree_util.tree_map(np.asarray, out)
+
+    @property
+    def state(self) -> AgentState:
+        return self._carry[0]
+
+
+def _train_device(cfg: TrainConfig, console) -> Path:
+    from streamrl.envs.device import make_device_env
+    from streamrl.results import RunWriter, progress_bar
+
+    env = make_device_env(cfg.env, cfg.max_episode_steps)
+    resolved = resolve(cfg, env.spec)
+    writer = RunWriter.create(cfg, resolved, env.spec)
+    members = resolved.members
+    runner = DeviceFleet(ALGORITHMS[cfg.algo](resolved.agent), env, members)
+    runner.start()
+    total, chunk = resolved.total_steps, max(1, min(cfg.chunk_steps, resolved.total_steps))
+    status, error, step, wall = "completed", None, 0, 0.0
+    with progress_bar(total, enabled=cfg.progress, console=console, agents=len(members)) as bar:
+        try:
+            while step < total:
+                length = min(chunk, total - step)
+                runner.compile(length)
+                t0 = time.perf_counter()
+                done, ep_return, ep_length, bad = runner.run(length)
+                wall += time.perf_counter() - t0
+                if bad.any():
+                    k, i = np.argwhere(bad)[0]
+                    done = done[: k + 1]
+                    who = f" for agent {i} (seed {members[i].seed})" if len(members) > 1 else ""
+                    error = NonFiniteError(
+                        f"{cfg.env} returned a non-finite value at step {step + k + 1}{who}; run stopped", int(step + k + 1)
+                    )
+                for k, i in np.argwhere(done):
+                    writer.add_episode(
+                        agent=int(i), end_step=step + int(k) + 1,
+                        episodic_return=float(ep_return[k, i]), length=int(ep_length[k, i]),
+                    )
+                if error is not None:
+                    status, step = "failed", error.step
+                    break
+                step += length
+                bar.update(step, writer.episodes_written, writer.recent_return())
+                writer.maybe_flush()
+        except KeyboardInterrupt as exc:
+            status, error = "interrupted", exc
+    writer.finish(steps=step, wall_time_s=wall, status=status, message=str(error) if error else None, compile_s=runner.compile_s)
+    if error is not None:
+        raise error
+    return writer.path
+
+
 def train(cfg: TrainConfig, *, console=None) -> Path:
     """Run ``cfg`` (one agent, or a fleet of seeds × hyper-parameter settings) on host
     Gymnasium environments and write its run directory.
@@ -181,8 +317,11 @@ def train(cfg: TrainConfig, *, console=None) -> Path:
     :class:`~streamrl.errors.NonFiniteError` (after writing the records so far and a
     summary with ``status: failed``) when an environment emits NaN or inf.
     """
+    from streamrl.envs.device import is_device_id
     from streamrl.results import RunWriter, progress_bar
 
+    if is_device_id(cfg.env):
+        return _train_device(cfg, console)
     probe = make_env(cfg.env, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
     try:
         resolved: Resolved = resolve(cfg, probe.spec)

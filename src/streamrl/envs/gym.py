@@ -83,6 +83,14 @@ def _resolve(env_id: str) -> gym.envs.registration.EnvSpec:
         raise UnknownEnvError(f"unknown environment id {env_id!r}{hint}") from None
 
 
+def _discrete_actions(env_id: str) -> bool:
+    env = gym.make(env_id, disable_env_checker=True)
+    try:
+        return isinstance(env.action_space, gym.spaces.Discrete)
+    finally:
+        env.close()
+
+
 def _check_spaces(env_id: str, obs_space, act_space) -> None:
     if not isinstance(obs_space, gym.spaces.Box):
         raise UnsupportedSpaceError(
@@ -155,8 +163,9 @@ def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -
     Args:
       env_id: a Gymnasium id (``CartPole-v1``, ``HalfCheetah-v5``, ``module:Env-v0``).
       seed: seed of the first reset (later resets continue the environment's RNG).
-      max_episode_steps: episode cap; default: 10,000 for classic control (the paper's),
-        the environment's own limit otherwise.
+      max_episode_steps: episode cap; default: 10,000 for classic control with Discrete
+        actions (the paper's CartPole, Acrobot, MountainCar), the environment's own limit
+        otherwise.
 
     Raises:
       UnknownEnvError: the id is not registered (close matches suggested).
@@ -164,9 +173,9 @@ def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -
       UnsupportedSpaceError: observations not Box, or actions neither Discrete nor 1-D Box.
     """
     family = family_of(env_id)
-    if max_episode_steps is None and family == "classic_control":
-        max_episode_steps = CLASSIC_CONTROL_EPISODE_CAP
     kwargs = {"disable_env_checker": True}
+    if max_episode_steps is None and family == "classic_control" and _discrete_actions(env_id):
+        max_episode_steps = CLASSIC_CONTROL_EPISODE_CAP
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
     try:
