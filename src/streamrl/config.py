@@ -62,8 +62,8 @@ SWEEPABLE = {
     "adam_eps": "adam_eps",
 }
 
-# Default run lengths by family (REFERENCE.md): classic control 500k, MuJoCo 2M.
-DEFAULT_TOTAL_STEPS = {"classic_control": 500_000, "mujoco": 2_000_000}
+# Default run lengths by family (REFERENCE.md): classic control 500k, MuJoCo 2M, MinAtar 5M.
+DEFAULT_TOTAL_STEPS = {"classic_control": 500_000, "mujoco": 2_000_000, "brax": 2_000_000, "minatar": 5_000_000}
 FALLBACK_TOTAL_STEPS = 1_000_000
 DEFAULT_TIME_LIMIT = 1000
 
@@ -104,8 +104,9 @@ class TrainConfig:
     """ε-greedy start value (Q, SARSA)."""
     eps_end: Values = (0.01,)
     """ε-greedy final value."""
-    exploration_fraction: Values = (0.05,)
-    """Fraction of the run over which ε decays linearly."""
+    exploration_fraction: Values | None = None
+    """Fraction of the run over which ε decays linearly (default: 0.2 for MinAtar, 0.05
+    otherwise, as in the paper)."""
     optimizer: Literal["obgd", "adaptive"] = "obgd"
     """ObGD, or AdaptiveObGD (second-moment scaling)."""
     beta2: Values = (0.999,)
@@ -186,7 +187,8 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
         raise ConfigError(f"--total-steps must be > 0, got {total_steps}")
     if cfg.num_seeds <= 0:
         raise ConfigError(f"--num-seeds must be >= 1, got {cfg.num_seeds}")
-    for fraction in cfg.exploration_fraction:
+    fractions = cfg.exploration_fraction or ((0.2,) if spec.family == "minatar" else (0.05,))
+    for fraction in fractions:
         if not 0 < fraction <= 1:
             raise ConfigError(f"--exploration-fraction must be in (0, 1], got {fraction}")
     if not 0 <= cfg.sparsity < 1:
@@ -212,7 +214,7 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
         normalize_obs=1.0 if cfg.normalize_obs else 0.0,
         scale_reward=1.0 if cfg.scale_reward else 0.0,
     )
-    grid = [tuple(getattr(cfg, field)) for field in SWEEPABLE]
+    grid = [fractions if field == "exploration_fraction" else tuple(getattr(cfg, field)) for field in SWEEPABLE]
     swept = tuple(SWEEPABLE[f] for f, values in zip(SWEEPABLE, grid) if len(values) > 1)
     members = []
     for values in itertools.product(*grid):

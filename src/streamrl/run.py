@@ -26,7 +26,7 @@ import numpy as np
 
 from streamrl.agents import ALGORITHMS, AgentState, HParams, StreamAgent, TimeStep
 from streamrl.config import Member, Resolved, TrainConfig, resolve
-from streamrl.envs.gym import GymnasiumEnvs, make_env, make_envs
+from streamrl.envs.gym import make_env, make_envs
 from streamrl.errors import NonFiniteError
 
 __all__ = ["FlatCodec", "HostStepper", "fleet", "train"]
@@ -92,9 +92,10 @@ class HostStepper:
     ``state`` unpacks the current fleet AgentState (leaves with a leading N axis).
     """
 
-    def __init__(self, agent: StreamAgent, members: Sequence[Member]):
+    def __init__(self, agent: StreamAgent, members: Sequence[Member], *, masked: bool = False):
         self.agent = agent
         self.n = len(members)
+        self.masked = masked
         hps = [m.hparams.as_arrays() for m in members]
         self.hparams = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *hps)
         self._hp_mat = jnp.stack([jnp.stack(list(hp)) for hp in hps])
@@ -124,7 +125,13 @@ class HostStepper:
         stepper = fleet(one, self.n)
 
         def step(buf, ts_mat, hp_mat):
-            states, actions = stepper(codec.unpack(buf), ts_mat, hp_mat)
+            old = codec.unpack(buf)
+            states, actions = stepper(old, ts_mat, hp_mat)
+            if self.masked:  # inactive agents (waiting for EnvPool's reset step) keep their state
+                active = ts_mat[:, 2 * n + 3] > 0
+                keep = lambda new, prev: jnp.where(active.reshape((-1,) + (1,) * (new.ndim - 1)), new, prev)  # noqa: E731
+                states = jax.tree_util.tree_map(keep, states, old)
+                actions = keep(actions, old.action)
             return codec.pack(states), actions
 
         return jax.jit(step, donate_argnums=0)
@@ -138,18 +145,22 @@ class HostStepper:
         state = init(self._keys, jnp.asarray(obs, jnp.float32), self.hparams)
         step = self._build(state)
         self._buf = jax.jit(self._codec.pack)(state)
-        self._ts = np.zeros((self.n, 2 * self._obs_size + 3), np.float32)
+        self._ts = np.zeros((self.n, 2 * self._obs_size + 3 + self.masked), np.float32)
         self._step_fn = step.lower(self._buf, self._ts, self._hp_mat).compile()
         self.compile_s = time.perf_counter() - t0
         return np.asarray(state.action)
 
-    def step(self, obs, rewards, terminated, truncated, final_obs) -> np.ndarray:
+    def step(self, obs, rewards, terminated, truncated, final_obs, active=None) -> np.ndarray:
+        """Learn from one transition per agent and return the next actions. ``active`` [N]
+        (only with ``masked=True``): agents marked False neither learn nor change action."""
         n, ts = self._obs_size, self._ts
         ts[:, :n] = obs.reshape(self.n, n)
         ts[:, n : 2 * n] = final_obs.reshape(self.n, n)
         ts[:, 2 * n] = rewards
         ts[:, 2 * n + 1] = terminated
         ts[:, 2 * n + 2] = truncated
+        if self.masked:
+            ts[:, 2 * n + 3] = True if active is None else active
         self._buf, actions = self._step_fn(self._buf, ts, self._hp_mat)
         return np.asarray(actions)
 
@@ -322,12 +333,16 @@ def train(cfg: TrainConfig, *, console=None) -> Path:
 
     if is_device_id(cfg.env):
         return _train_device(cfg, console)
-    probe = make_env(cfg.env, seed=cfg.seed, max_episode_steps=cfg.max_episode_steps)
+    if cfg.env.startswith("envpool:"):
+        from streamrl.envs.pool import make_envpool as make_batch
+    else:
+        make_batch = make_envs
+    probe = make_batch(cfg.env, [cfg.seed], cfg.max_episode_steps)
     try:
         resolved: Resolved = resolve(cfg, probe.spec)
     finally:
         probe.close()
-    envs = make_envs(cfg.env, [m.seed for m in resolved.members], cfg.max_episode_steps)
+    envs = make_batch(cfg.env, [m.seed for m in resolved.members], cfg.max_episode_steps)
     try:
         writer = RunWriter.create(cfg, resolved, envs.spec)
         _loop(cfg, envs, resolved, writer, console, progress_bar)
@@ -336,10 +351,10 @@ def train(cfg: TrainConfig, *, console=None) -> Path:
     return writer.path
 
 
-def _loop(cfg, envs: GymnasiumEnvs, resolved: Resolved, writer, console, progress_bar) -> None:
+def _loop(cfg, envs, resolved: Resolved, writer, console, progress_bar) -> None:
     agent = ALGORITHMS[cfg.algo](resolved.agent)
     members = resolved.members
-    stepper = HostStepper(agent, members)
+    stepper = HostStepper(agent, members, masked=getattr(envs, "masked", False))
     total = resolved.total_steps
     obs = envs.reset()
     zeros = np.zeros(len(members))
@@ -351,14 +366,14 @@ def _loop(cfg, envs: GymnasiumEnvs, resolved: Resolved, writer, console, progres
     with progress_bar(total, enabled=cfg.progress, console=console, agents=len(members)) as bar:
         try:
             while step < total:
-                obs, rewards, terminated, truncated, final_obs, episodes = envs.step(actions)
+                obs, rewards, terminated, truncated, final_obs, episodes, active = envs.step(actions)
                 step += 1
                 _check_finite(final_obs, rewards, step, cfg.env, members)
                 if episodes:
                     _check_finite(obs, zeros, step, cfg.env, members)
                     for i, episodic_return, length in episodes:
                         writer.add_episode(agent=i, end_step=step, episodic_return=episodic_return, length=length)
-                actions = stepper.step(obs, rewards, terminated, truncated, final_obs)
+                actions = stepper.step(obs, rewards, terminated, truncated, final_obs, active)
                 if step % 1024 == 0:
                     bar.update(step, writer.episodes_written, writer.recent_return())
                     writer.maybe_flush()

@@ -207,9 +207,10 @@ class GymnasiumEnvs:
     """N independent Gymnasium environments, environment i for agent i, stepped in turn.
 
     ``reset()`` returns float32 observations [N, *obs_shape]; ``step(actions)`` takes [N] or
-    [N, d] actions and returns ``(obs, rewards, terminated, truncated, final_obs, episodes)``
-    as arrays with a leading N axis, plus a list of ``(i, episodic_return, length)`` for the
-    environments whose episode ended. Environment i is seeded with ``seeds[i]``, so agent i
+    [N, d] actions and returns ``(obs, rewards, terminated, truncated, final_obs, episodes,
+    active)``: arrays with a leading N axis, a list of ``(i, episodic_return, length)`` for
+    the environments whose episode ended, and ``active`` = None (every agent learns every
+    step; EnvPool's adapter returns a mask instead). Environment i is seeded with ``seeds[i]``, so agent i
     sees exactly the stream a single run with that seed would see.
 
     (Gymnasium's ``SyncVectorEnv`` does the same loop; measured on CartPole-v1 it costs
@@ -242,7 +243,7 @@ class GymnasiumEnvs:
             self._truncated[i] = truncated
             if episode is not None:
                 episodes.append((i, *episode))
-        return self._obs, self._rewards, self._terminated, self._truncated, self._final_obs, episodes
+        return self._obs, self._rewards, self._terminated, self._truncated, self._final_obs, episodes, None
 
     def close(self) -> None:
         for env in self.envs:
