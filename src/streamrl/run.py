@@ -1,10 +1,13 @@
-"""The host driver: Gymnasium streams, one jitted call per environment step.
+"""The drivers. A run is a fleet of N ≥ 1 independent agents (seeds × hyper-parameter
+settings), agent i on environment i, each learning from its own stream.
 
-A run is a fleet of N ≥ 1 independent agents (seeds × hyper-parameter settings), agent i on
-environment i. Each environment step the driver (1) steps the environments with the agents'
-actions, (2) makes ONE jitted call in which every agent learns from its own transition and
-picks its next action with its new parameters (``jax.vmap`` over the fleet), and (3) books
-finished episodes, written to the run directory in chunks.
+* Host driver (:class:`HostStepper`; Gymnasium and EnvPool environments): each environment
+  step the driver (1) steps the environments with the agents' actions, (2) makes ONE jitted
+  call in which every agent learns from its own transition and picks its next action with
+  its new parameters (``jax.vmap`` over the fleet), and (3) books finished episodes,
+  written to the run directory in chunks.
+* Device driver (:class:`DeviceFleet`; gymnax and brax): environments and fleet run together
+  in one ``lax.scan``, a chunk of steps per jitted call, with no Python in the loop.
 
 Speed (measured, see docs/benchmarks.md): on this CPU a standalone jitted call costs about
 1 µs per XLA kernel plus a cost per argument and result buffer. The agent state is a pytree
@@ -29,7 +32,7 @@ from streamrl.config import Member, Resolved, TrainConfig, resolve
 from streamrl.envs.gym import make_env, make_envs
 from streamrl.errors import NonFiniteError
 
-__all__ = ["FlatCodec", "HostStepper", "fleet", "train"]
+__all__ = ["FlatCodec", "HostStepper", "DeviceFleet", "fleet", "stack_hparams", "train"]
 
 
 class FlatCodec:
@@ -45,7 +48,6 @@ class FlatCodec:
         for shape, dtype in self.meta:
             if dtype != jnp.bool_ and dtype.itemsize != 4:
                 raise TypeError(f"FlatCodec needs 32-bit or bool leaves, got {dtype}")
-        self.size = sum(math.prod(s) for s, _ in self.meta)
 
     def pack(self, tree: Any) -> jax.Array:
         # Per-leaf bitcasts into one concatenate. (Grouping leaves by dtype first makes
@@ -80,6 +82,11 @@ def fleet(f: Callable, n: int) -> Callable:
     return single
 
 
+def stack_hparams(members: Sequence[Member]) -> HParams:
+    """The members' hyper-parameters as one HParams of float32 [N] arrays (traced by jit)."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *(m.hparams.as_arrays() for m in members))
+
+
 class HostStepper:
     """A fleet of N agents on host environments: the jitted init and per-step call.
 
@@ -96,9 +103,8 @@ class HostStepper:
         self.agent = agent
         self.n = len(members)
         self.masked = masked
-        hps = [m.hparams.as_arrays() for m in members]
-        self.hparams = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *hps)
-        self._hp_mat = jnp.stack([jnp.stack(list(hp)) for hp in hps])
+        self.hparams = stack_hparams(members)
+        self._hp_mat = jnp.stack(list(self.hparams), axis=1)  # [N, fields]: one argument
         self._keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
         self._obs_size = math.prod(agent.config.obs_shape)
         self._codec: FlatCodec | None = None
@@ -202,8 +208,7 @@ class DeviceFleet:
 
     def __init__(self, agent: StreamAgent, env, members: Sequence[Member]):
         self.agent, self.env, self.n = agent, env, len(members)
-        hps = [m.hparams.as_arrays() for m in members]
-        self.hparams = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *hps)
+        self.hparams = stack_hparams(members)
         self._agent_keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
         env_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(m.seed), self.ENV_STREAM) for m in members])
         self.reset_keys, self.step_keys = jax.vmap(jax.random.split, out_axes=1)(env_keys)
