@@ -12,6 +12,7 @@ by a non-finite value exits with status 1 after writing what it had.
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -53,10 +54,26 @@ def _train(cfg: TrainConfig) -> int:
     except KeyboardInterrupt:
         console.print("interrupted: records and summary written")
         return 130
-    console.print(f"run directory: {path}")
-    summary = (path / "summary.json").read_text()
-    console.print(summary.strip())
+    console.print(_summary_lines(json.loads((path / "summary.json").read_text()), path))
     return 0
+
+
+def _summary_lines(summary: dict, path: Path) -> str:
+    """A few readable lines of summary.json (the file holds everything)."""
+    score = summary.get("mean_return_last10pct")
+    agents = summary.get("agents", 1)
+    lines = [
+        f"{summary['status']}: {summary['steps']:,} steps × {agents} agent{'s' * (agents > 1)} in "
+        f"{summary['wall_time_s']:,.1f} s ({summary['agent_sps'] or 0:,.0f} agent-steps/s, "
+        f"compile {summary.get('compile_s') or 0:.1f} s), {summary['episodes']:,} episodes",
+        "mean return, last 10% of episodes: " + ("–" if score is None else f"{score:,.2f}"),
+    ]
+    for group in summary.get("groups", []):
+        setting = ", ".join(f"{k}={v:g}" for k, v in group.items() if k not in ("seeds", "mean_return_last10pct"))
+        g = group["mean_return_last10pct"]
+        lines.append(f"  {setting}: {'–' if g is None else f'{g:,.2f}'} over {len(group['seeds'])} seeds")
+    lines.append(f"run directory: {path} (summary.json, episodes.csv, config.json)")
+    return "\n".join(lines)
 
 
 def _plot(cfg: PlotConfig) -> int:
