@@ -6,7 +6,8 @@ For each (algorithm, task) it runs, in this one process:
   * streamrl: ``streamrl.run.train`` (the real driver: environment, non-finite checks,
     one jitted agent call per step, episode records), SPS from its summary (compile excluded).
 and prints both with their ratio, plus the official PyTorch implementation's figure on the
-same 2-core machine class (REFERENCE.md) and streamrl's speed-up over it.
+same 2-core machine class (REFERENCE.md), streamrl's speed-up over it, and the steady-state
+SPS of the bare per-step loop (best 4,000-step window: no run directory, no warm-up).
 
     python benchmarks/throughput.py                 # all rows, 20k steps each
     python benchmarks/throughput.py --steps 50000 --only q:CartPole-v1
@@ -54,6 +55,29 @@ def env_alone_sps(env_id: str, steps: int, seed: int = 0) -> float:
     return steps / dt
 
 
+def steady_sps(algo: str, env_id: str, windows: int = 5, window: int = 4000) -> float:
+    """The bare loop (environment + one jitted agent call, no run directory), best of
+    ``windows`` windows after a warm-up: what the driver's per-step path can do."""
+    from streamrl.agents import ALGORITHMS
+    from streamrl.config import resolve
+    from streamrl.envs import make_envs
+    from streamrl.run import HostStepper
+
+    envs = make_envs(env_id, [0])
+    resolved = resolve(TrainConfig(algo=algo, env=env_id), envs.spec)
+    stepper = HostStepper(ALGORITHMS[algo](resolved.agent), resolved.members)
+    actions = stepper.start(envs.reset())
+    best = float("inf")
+    for i in range(windows + 1):
+        t0 = time.perf_counter()
+        for _ in range(window):
+            actions = stepper.step(*envs.step(actions)[:5])
+        if i:  # the first window is the warm-up
+            best = min(best, time.perf_counter() - t0)
+    envs.close()
+    return window / best
+
+
 def streamrl_sps(algo: str, env_id: str, steps: int) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as d:
         run = train(TrainConfig(algo=algo, env=env_id, total_steps=steps, run_dir=d, progress=False))
@@ -69,16 +93,18 @@ def main() -> None:
     rows = [tuple(r.split(":", 1)) for r in args.only] if args.only else ROWS
     print(f"# single-stream throughput, {args.steps} steps per row, {platform.processor() or platform.machine()}, "
           f"{time.strftime('%Y-%m-%d')}")
-    header = f"| algo | task | env alone SPS | streamrl SPS | streamrl / env | compile s | official SPS | speed-up vs official |"
+    header = ("| algo | task | env alone SPS | streamrl SPS | streamrl / env | compile s | official SPS | "
+              "speed-up vs official | steady-state SPS |")
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
     for algo, env_id in rows:
         env_sps = env_alone_sps(env_id, args.steps)
         sps, compile_s = streamrl_sps(algo, env_id, args.steps)
         official = OFFICIAL.get((algo, env_id))
         speedup = f"{sps / official:.1f}x" if official else "–"
+        steady = steady_sps(algo, env_id)
         print(f"| {algo} | {env_id} | {env_sps:,.0f} | {sps:,.0f} | {sps / env_sps:.3f} | {compile_s:.1f} | "
-              f"{official or '–'} | {speedup} |", flush=True)
+              f"{official or '–'} | {speedup} | {steady:,.0f} |", flush=True)
 
 
 if __name__ == "__main__":
