@@ -159,3 +159,10 @@ def test_missing_device_extras_name_the_pip_extra():
         assert out.returncode == 2, out.stderr
         err = out.stderr.strip()
         assert err.startswith("error: ") and "\n" not in err and f"pip install 'streamrl[{extra}]'" in err, err
+
+
+def test_envs_lists_gymnasium_and_device_ids(capsys):
+    assert main(["envs", "cartpole"]) == 0
+    listed = capsys.readouterr().out.split()
+    assert "CartPole-v1" in listed and "gymnax:CartPole-v1" in listed
+    assert all("cartpole" in env_id.lower() for env_id in listed)

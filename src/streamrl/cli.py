@@ -38,7 +38,7 @@ class PlotConfig:
 
 @dataclasses.dataclass
 class EnvsConfig:
-    """List the registered Gymnasium ids (optionally filtered by a substring)."""
+    """List the environment ids streamrl can train on (optionally filtered by a substring)."""
 
     filter: tyro.conf.Positional[str] = ""
 
@@ -85,9 +85,27 @@ def _plot(cfg: PlotConfig) -> int:
 
 
 def _envs(cfg: EnvsConfig) -> int:
+    """Print the ids streamrl can train on: Gymnasium's registry, and the gymnax, brax and
+    EnvPool ids when those extras are installed."""
+    import importlib.util
+
     import gymnasium as gym
 
-    for env_id in sorted(gym.registry):
+    ids = list(gym.registry)
+    if importlib.util.find_spec("gymnax"):
+        import gymnax
+
+        ids += [f"gymnax:{name}" for name in gymnax.registered_envs]
+    # brax takes ~20 s to import: only when asked for.
+    if importlib.util.find_spec("brax") and (not cfg.filter or cfg.filter.lower() in "brax:"):
+        from brax import envs as brax_envs
+
+        ids += [f"brax:{name}" for name in brax_envs._envs]
+    if importlib.util.find_spec("envpool"):
+        import envpool
+
+        ids += [f"envpool:{name}" for name in envpool.list_all_envs()]
+    for env_id in sorted(ids):
         if cfg.filter.lower() in env_id.lower():
             print(env_id)
     return 0
