@@ -175,6 +175,11 @@ class HostStepper:
         return self._codec.unpack(self._buf)
 
 
+def _agent_label(members, i: int) -> str:
+    """' for agent i (seed s)' in a fleet, '' for a single stream (error messages)."""
+    return f" for agent {i} (seed {members[i].seed})" if len(members) > 1 else ""
+
+
 def _check_finite(obs: np.ndarray, rewards: np.ndarray, step: int, env_id: str, members) -> None:
     if np.isfinite(rewards).all() and np.isfinite(obs).all():
         return
@@ -182,10 +187,9 @@ def _check_finite(obs: np.ndarray, rewards: np.ndarray, step: int, env_id: str, 
         finite = np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         if not finite.all():
             i = int(np.argmin(finite))
-            who = f" for agent {i} (seed {members[i].seed})" if len(members) > 1 else ""
             shown = f" ({values[i]})" if what == "reward" else ""
             raise NonFiniteError(
-                f"{env_id} returned a non-finite {what}{shown} at step {step}{who}; run stopped", step
+                f"{env_id} returned a non-finite {what}{shown} at step {step}{_agent_label(members, i)}; run stopped", step
             )
 
 
@@ -301,9 +305,10 @@ def _train_device(cfg: TrainConfig, console) -> Path:
                 if bad.any():
                     k, i = np.argwhere(bad)[0]
                     done = done[: k + 1]
-                    who = f" for agent {i} (seed {members[i].seed})" if len(members) > 1 else ""
                     error = NonFiniteError(
-                        f"{cfg.env} returned a non-finite value at step {step + k + 1}{who}; run stopped", int(step + k + 1)
+                        f"{cfg.env} returned a non-finite value at step {step + k + 1}{_agent_label(members, int(i))}; "
+                        "run stopped",
+                        int(step + k + 1),
                     )
                 for k, i in np.argwhere(done):
                     writer.add_episode(
@@ -325,11 +330,13 @@ def _train_device(cfg: TrainConfig, console) -> Path:
 
 
 def train(cfg: TrainConfig, *, console=None) -> Path:
-    """Run ``cfg`` (one agent, or a fleet of seeds × hyper-parameter settings) on host
-    Gymnasium environments and write its run directory.
+    """Run ``cfg`` (one agent, or a fleet of seeds × hyper-parameter settings) and write
+    its run directory. The id picks the driver: ``gymnax:``/``brax:`` run on the device
+    driver (:class:`DeviceFleet`), ``envpool:`` and Gymnasium ids on the host driver
+    (:class:`HostStepper`).
 
-    Returns the run directory. Raises the streamrl errors of :func:`make_env` and
-    :func:`~streamrl.config.resolve` before anything is written, and
+    Returns the run directory. Raises the streamrl errors of the environment factories
+    and of :func:`~streamrl.config.resolve` before anything is written, and
     :class:`~streamrl.errors.NonFiniteError` (after writing the records so far and a
     summary with ``status: failed``) when an environment emits NaN or inf.
     """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import math
 
@@ -83,7 +84,9 @@ def _resolve(env_id: str) -> gym.envs.registration.EnvSpec:
         raise UnknownEnvError(f"unknown environment id {env_id!r}{hint}") from None
 
 
+@functools.lru_cache(maxsize=None)
 def _discrete_actions(env_id: str) -> bool:
+    """Whether ``env_id`` has Discrete actions (asked once per id, not once per environment)."""
     env = gym.make(env_id, disable_env_checker=True)
     try:
         return isinstance(env.action_space, gym.spaces.Discrete)
