@@ -1,7 +1,8 @@
-"""The ``streamrl`` command line: ``train``, ``plot`` and ``envs``.
+"""The ``streamrl`` command line: ``train``, ``eval``, ``plot`` and ``envs``.
 
     streamrl train                              # default task: Stream Q(λ) on CartPole-v1
     streamrl train ac --env HalfCheetah-v5 --total-steps 200000 --seed 1 --lambda 0.8
+    streamrl eval runs/<run> --episodes 10 --video
     streamrl plot runs/* --out curve.png
     streamrl envs                               # registered ids streamrl can train on
 
@@ -21,7 +22,7 @@ import tyro
 from streamrl.config import TrainConfig
 from streamrl.errors import NonFiniteError, StreamRLError
 
-__all__ = ["main", "PlotConfig", "EnvsConfig"]
+__all__ = ["main", "PlotConfig", "EnvsConfig", "EvalConfig"]
 
 
 @dataclasses.dataclass
@@ -34,6 +35,25 @@ class PlotConfig:
     """PNG file (default: <first run dir>/curve.png)."""
     bins: int = 50
     """Number of bins of episode end steps."""
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """Evaluate the trained agents of a run directory: greedy (Q, SARSA) or most-probable /
+    mean action (AC), normalisers frozen, nothing learned. Writes <run dir>/eval.json."""
+
+    run_dir: tyro.conf.Positional[Path]
+    """A run directory written by `streamrl train`."""
+    episodes: int = 10
+    """Episodes per agent (Atari: full games)."""
+    agents: tuple[int, ...] | None = None
+    """Fleet members to evaluate (default: all)."""
+    video: bool = False
+    """Record the first episode of the first evaluated agent."""
+    video_file: Path | None = None
+    """Video path, .mp4 or .gif (default: <run dir>/videos/eval_agent<i>.mp4)."""
+    env: str | None = None
+    """Evaluate on another id with the same spaces (e.g. the Gymnasium twin of an envpool: task)."""
 
 
 @dataclasses.dataclass
@@ -72,7 +92,7 @@ def _summary_lines(summary: dict, path: Path) -> str:
         setting = ", ".join(f"{k}={v:g}" for k, v in group.items() if k not in ("seeds", "mean_return_last10pct"))
         g = group["mean_return_last10pct"]
         lines.append(f"  {setting}: {'–' if g is None else f'{g:,.2f}'} over {len(group['seeds'])} seeds")
-    lines.append(f"run directory: {path} (summary.json, episodes.csv, config.json)")
+    lines.append(f"run directory: {path} (summary.json, episodes.csv, config.json, checkpoints/)")
     return "\n".join(lines)
 
 
@@ -81,6 +101,27 @@ def _plot(cfg: PlotConfig) -> int:
 
     out = cfg.out or (cfg.run_dirs[0] / "curve.png")
     print(plot_runs(list(cfg.run_dirs), out, bins=cfg.bins))
+    return 0
+
+
+def _eval(cfg: EvalConfig) -> int:
+    from streamrl.evaluate import evaluate
+
+    out = evaluate(
+        cfg.run_dir, episodes=cfg.episodes, agents=cfg.agents, video=cfg.video or cfg.video_file is not None,
+        video_file=cfg.video_file, env_id=cfg.env,
+    )
+    for r in out["agents"]:
+        hns = f", human-normalised {r['human_normalized']:.3f}" if "human_normalized" in r else ""
+        print(
+            f"agent {r['agent']} (seed {r['seed']}): mean return {r['mean_return']:,.2f} ± {r['std_return']:,.2f} "
+            f"over {len(r['episodes'])} episodes{hns}"
+        )
+    if len(out["agents"]) > 1:
+        print(f"mean over agents: {out['mean_return']:,.2f}")
+    if out["video"]:
+        print(f"video: {out['video']}")
+    print(f"results: {cfg.run_dir / 'eval.json'}")
     return 0
 
 
@@ -114,12 +155,12 @@ def _envs(cfg: EnvsConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``streamrl`` and ``python -m streamrl``; returns the exit status."""
     cmd = tyro.extras.subcommand_cli_from_dict(
-        {"train": TrainConfig, "plot": PlotConfig, "envs": EnvsConfig},
+        {"train": TrainConfig, "eval": EvalConfig, "plot": PlotConfig, "envs": EnvsConfig},
         prog="streamrl",
         args=sys.argv[1:] if argv is None else argv,
         description="streamrl: streaming deep reinforcement learning (stream-x) in JAX",
     )
-    handler = {TrainConfig: _train, PlotConfig: _plot, EnvsConfig: _envs}[type(cmd)]
+    handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, EnvsConfig: _envs}[type(cmd)]
     try:
         return handler(cmd)
     except NonFiniteError as exc:

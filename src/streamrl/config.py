@@ -20,7 +20,7 @@ from streamrl.envs.gym import EnvSpec
 from streamrl.errors import ConfigError, UnsupportedSpaceError
 from streamrl.nets import TORSOS, torso_for_shape
 
-__all__ = ["TrainConfig", "Member", "Resolved", "resolve", "DEFAULT_TOTAL_STEPS", "SWEEPABLE"]
+__all__ = ["TrainConfig", "Member", "Resolved", "resolve", "config_from_json", "DEFAULT_TOTAL_STEPS", "SWEEPABLE"]
 
 Algo = Literal["ac", "q", "sarsa", "td"]
 
@@ -62,8 +62,17 @@ SWEEPABLE = {
     "adam_eps": "adam_eps",
 }
 
-# Default run lengths by family (REFERENCE.md): classic control 500k, MuJoCo 2M, MinAtar 5M.
-DEFAULT_TOTAL_STEPS = {"classic_control": 500_000, "mujoco": 2_000_000, "brax": 2_000_000, "minatar": 5_000_000}
+# Default run lengths by family (REFERENCE.md "Hyperparameters"): classic control 500k,
+# MuJoCo and DM Control 2M, MinAtar 5M for Q (10M for AC and SARSA), Atari 10M agent steps.
+DEFAULT_TOTAL_STEPS = {
+    "classic_control": 500_000,
+    "mujoco": 2_000_000,
+    "brax": 2_000_000,
+    "dmc": 2_000_000,
+    "minatar": 5_000_000,
+    "atari": 10_000_000,
+}
+LONGER_TOTAL_STEPS = {("minatar", "ac"): 10_000_000, ("minatar", "sarsa"): 10_000_000}
 FALLBACK_TOTAL_STEPS = 1_000_000
 DEFAULT_TIME_LIMIT = 1000
 
@@ -76,9 +85,13 @@ class TrainConfig:
     """ac: Stream AC(λ); q: Stream Q(λ); sarsa: Stream SARSA(λ); td: Stream TD(λ) prediction of
     the return under a uniform-random policy."""
     env: str = "CartPole-v1"
-    """Gymnasium id (CartPole-v1, Acrobot-v1, HalfCheetah-v5, Hopper-v5, Ant-v5, …)."""
+    """Environment id: Gymnasium (CartPole-v1, HalfCheetah-v5, MinAtar/Breakout-v1,
+    ALE/Breakout-v5, dm_control/cheetah-run-v0, …), gymnax:<name>, brax:<name> or
+    envpool:<task> (`streamrl envs` lists them)."""
     total_steps: int | None = None
-    """Environment steps (default: 500k classic control, 2M MuJoCo, 1M otherwise)."""
+    """Environment steps per agent (default, as in the paper: 500k classic control, 2M
+    MuJoCo and DM Control, 5M MinAtar Q and 10M MinAtar AC/SARSA, 10M Atari (40M frames),
+    1M otherwise)."""
     seed: int = 0
     """Seed of the first agent; a fleet of --num-seeds N uses seed, seed+1, …, seed+N-1."""
     num_seeds: int = 1
@@ -137,6 +150,20 @@ class TrainConfig:
     progress bar update between chunks."""
 
 
+def config_from_json(options: dict) -> TrainConfig:
+    """The TrainConfig a run directory's ``config.json`` recorded under ``options``
+    (JSON lists become tuples, paths become Path). Raises ConfigError for an unknown
+    option (a run written by another streamrl version)."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ConfigError(f"config.json has options this streamrl does not know: {', '.join(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    if values.get("run_dir") is not None:
+        values["run_dir"] = Path(values["run_dir"])
+    return TrainConfig(**values)
+
+
 @dataclasses.dataclass(frozen=True)
 class Member:
     """One agent of a fleet: its seed and hyper-parameters (Python floats)."""
@@ -182,7 +209,9 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             f"Stream {cfg.algo.upper()}(λ) needs Discrete actions and {spec.env_id} has Box actions; "
             "use `streamrl train ac`"
         )
-    total_steps = cfg.total_steps or DEFAULT_TOTAL_STEPS.get(spec.family, FALLBACK_TOTAL_STEPS)
+    total_steps = cfg.total_steps or LONGER_TOTAL_STEPS.get(
+        (spec.family, cfg.algo), DEFAULT_TOTAL_STEPS.get(spec.family, FALLBACK_TOTAL_STEPS)
+    )
     if total_steps <= 0:
         raise ConfigError(f"--total-steps must be > 0, got {total_steps}")
     if cfg.num_seeds <= 0:
@@ -195,8 +224,10 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
         raise ConfigError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
     if cfg.max_episode_steps is not None and cfg.max_episode_steps <= 0:
         raise ConfigError(f"--max-episode-steps must be > 0, got {cfg.max_episode_steps}")
+    frame_stack = spec.frame_stack
+    stacked = (*spec.obs_shape[:-1], spec.obs_shape[-1] * frame_stack) if frame_stack > 1 else spec.obs_shape
     try:
-        torso = torso_for_shape(spec.obs_shape) if cfg.torso == "auto" else cfg.torso
+        torso = torso_for_shape(stacked) if cfg.torso == "auto" else cfg.torso
     except ValueError as exc:
         raise UnsupportedSpaceError(f"{spec.env_id}: {exc}") from None
     assert torso in TORSOS
@@ -236,6 +267,7 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             sparsity=cfg.sparsity,
             action_low=spec.action_low,
             action_high=spec.action_high,
+            frame_stack=frame_stack,
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

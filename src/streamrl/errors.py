@@ -10,6 +10,7 @@ __all__ = [
     "MissingExtraError",
     "NonFiniteError",
     "ConfigError",
+    "CheckpointError",
 ]
 
 
@@ -42,3 +43,7 @@ class NonFiniteError(StreamRLError, FloatingPointError):
     def __init__(self, message: str, step: int):
         super().__init__(message)
         self.step = step
+
+
+class CheckpointError(StreamRLError):
+    """A checkpoint is missing, unreadable, or belongs to another run."""

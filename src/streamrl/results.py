@@ -31,7 +31,7 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_runs", "EPISODE_COLUMNS"]
+__all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_runs", "jsonable", "EPISODE_COLUMNS"]
 
 EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
 _PACKAGES = ("streamrl", "jax", "jaxlib", "flax", "optax", "gymnasium", "numpy", "mujoco")
@@ -63,13 +63,13 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def _jsonable(x):
+def jsonable(x):
     if dataclasses.is_dataclass(x):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
+        return {k: jsonable(v) for k, v in dataclasses.asdict(x).items()}
     if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
+        return {k: jsonable(v) for k, v in x.items()}
     if isinstance(x, (tuple, list)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, Path):
         return str(x)
     if hasattr(x, "item"):
@@ -110,14 +110,14 @@ class RunWriter:
             "hparams": dict(resolved.hparams._asdict()),
             "swept": list(resolved.swept),
             "members": [{"agent": i, "seed": m.seed, **m.hparams._asdict()} for i, m in enumerate(resolved.members)],
-            "agent": _jsonable(resolved.agent),
-            "env_spec": _jsonable(spec),
-            "options": _jsonable(cfg),
+            "agent": jsonable(resolved.agent),
+            "env_spec": jsonable(spec),
+            "options": jsonable(cfg),
             "versions": package_versions(),
             "git_commit": git_commit(),
             "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         }
-        (path / "config.json").write_text(json.dumps(_jsonable(config), indent=2) + "\n")
+        (path / "config.json").write_text(json.dumps(jsonable(config), indent=2) + "\n")
         writer = cls(path, resolved.members, resolved.swept)
         with open(path / "episodes.csv", "w", newline="") as f:
             csv.writer(f).writerow(writer.columns)

@@ -282,6 +282,22 @@ class DeviceFleet:
         return self._carry[0]
 
 
+def final_checkpoint_meta(cfg: TrainConfig, resolved: Resolved) -> dict:
+    """The checkpoint meta of a run (what a restored state must match)."""
+    from streamrl.checkpoint import checkpoint_meta
+    from streamrl.results import jsonable
+
+    return checkpoint_meta(cfg.algo, cfg.env, jsonable(resolved.agent), len(resolved.members))
+
+
+def _save_state(path: Path, cfg: TrainConfig, resolved: Resolved, step: int, state: AgentState) -> None:
+    """Checkpoint the fleet's state (the run directory keeps the final agents for
+    ``streamrl eval``)."""
+    from streamrl import checkpoint
+
+    checkpoint.save(path, step, state, final_checkpoint_meta(cfg, resolved))
+
+
 def _train_device(cfg: TrainConfig, console) -> Path:
     from streamrl.envs.device import make_device_env
     from streamrl.results import RunWriter, progress_bar
@@ -324,6 +340,8 @@ def _train_device(cfg: TrainConfig, console) -> Path:
         except KeyboardInterrupt as exc:
             status, error = "interrupted", exc
     writer.finish(steps=step, wall_time_s=wall, status=status, message=str(error) if error else None, compile_s=runner.compile_s)
+    if status != "failed":
+        _save_state(writer.path, cfg, resolved, step, runner.state)
     if error is not None:
         raise error
     return writer.path
@@ -398,5 +416,7 @@ def _loop(cfg, envs, resolved: Resolved, writer, console, progress_bar) -> None:
     writer.finish(
         steps=step, wall_time_s=wall, status=status, message=str(error) if error else None, compile_s=stepper.compile_s
     )
+    if status != "failed":
+        _save_state(writer.path, cfg, resolved, step, stepper.state)
     if error is not None:
         raise error

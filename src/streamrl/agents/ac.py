@@ -69,6 +69,14 @@ class StreamAC(StreamAgent):
             action = mu + std * jax.random.normal(key, mu.shape)
         return action, jnp.zeros((), bool)
 
+    def greedy_action(self, params, obs):
+        """The evaluation action at normalised ``obs``: the most probable action (Discrete)
+        or the mean μ (Box, unclipped; the adapter clips it)."""
+        if self.config.discrete:
+            (logits,) = self.policy(params, obs)
+            return jnp.argmax(logits).astype(jnp.int32)
+        return self.policy(params, obs)[0]
+
     def actor_objective(self, actor_params, obs, action, td_error, entropy_coef):
         """log π(a|s) + c · sign(δ) · H(π(·|s)): the actor's 'prediction' whose gradient
         enters its ObGD trace (the update then multiplies by δ)."""
@@ -76,7 +84,7 @@ class StreamAC(StreamAgent):
         return log_prob + entropy_coef * jnp.sign(td_error) * entropy
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams):
-        norm, o = self.observe(state.norm, ts, hp)
+        norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
 
         td_error, critic_grads = self.state_value_td_error("critic", state.params["critic"], state.obs, o, hp)

@@ -161,6 +161,9 @@ class AgentConfig:
       sparsity: sparse-init fraction.
       action_low, action_high: Box bounds (Stream TD's uniform behaviour policy); empty
         for Discrete.
+      frame_stack: k > 1 stacks the last k normalised observations along the last axis
+        (Atari: 4 grayscale frames of shape (84, 84, 1) → (84, 84, 4)); each frame is
+        normalised when it arrives, before stacking (REFERENCE.md "Normalisation").
     """
 
     obs_shape: tuple[int, ...]
@@ -173,6 +176,7 @@ class AgentConfig:
     sparsity: float = 0.9
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
+    frame_stack: int = 1
 
     def __post_init__(self):
         if self.optimizer not in ("obgd", "adaptive"):
@@ -181,12 +185,24 @@ class AgentConfig:
             raise ValueError(f"--hidden must list positive layer widths, got {self.hidden}")
         if self.time_limit is not None and self.time_limit <= 0:
             raise ValueError(f"the time-feature limit T must be > 0, got {self.time_limit}")
+        if self.frame_stack < 1:
+            raise ValueError(f"frame_stack must be >= 1, got {self.frame_stack}")
+        if self.frame_stack > 1 and (self.time_limit is not None or not self.obs_shape):
+            raise ValueError("frame stacking needs observations with a channel axis and no time feature")
+
+    @property
+    def stacked_shape(self) -> tuple[int, ...]:
+        """Shape of ``frame_stack`` observations stacked along the last axis."""
+        if self.frame_stack == 1:
+            return self.obs_shape
+        return (*self.obs_shape[:-1], self.obs_shape[-1] * self.frame_stack)
 
     @property
     def net_input_shape(self) -> tuple[int, ...]:
-        """Observation shape seen by the network (the time feature adds one element)."""
+        """Observation shape seen by the network (stacked frames; the time feature adds
+        one element to a flattened observation)."""
         if self.time_limit is None:
-            return self.obs_shape
+            return self.stacked_shape
         return (math.prod(self.obs_shape) + 1,)
 
 
@@ -321,11 +337,30 @@ class StreamAgent(abc.ABC):
         x = x.astype(jnp.float32)
         return jnp.where(hp.normalize_obs > 0, nz.welford_normalize(stats, x), x)
 
-    def observe(self, norm: StreamNorm, ts: TimeStep, hp: HParams) -> tuple[StreamNorm, Observation]:
+    def _stack(self, prev_obs, frame):
+        """Drop the oldest frame of ``prev_obs`` and append ``frame`` (newest last)."""
+        if self.config.frame_stack == 1:
+            return frame
+        c = self.config.obs_shape[-1]
+        return jnp.concatenate([prev_obs[..., c:], frame], axis=-1)
+
+    def _fill(self, frame):
+        """A fresh stack: ``frame_stack`` copies of the first frame of an episode
+        (Gymnasium's FrameStackObservation pads with the reset observation the same way)."""
+        if self.config.frame_stack == 1:
+            return frame
+        return jnp.concatenate([frame] * self.config.frame_stack, axis=-1)
+
+    def observe(
+        self, norm: StreamNorm, prev_obs: jax.Array, ts: TimeStep, hp: HParams
+    ) -> tuple[StreamNorm, Observation]:
         """Update the normalisers with one TimeStep and return the normalised view.
 
         Order (REFERENCE.md): s′ updates the observation statistics before it is
         normalised; when the episode ended, the reset observation then does the same.
+        ``prev_obs`` is the normalised s (``AgentState.obs``): with frame stacking, s′ is s
+        with its oldest frame dropped and the newly normalised frame appended, and the
+        reset observation starts a fresh stack.
         """
         done = jnp.logical_or(ts.terminated, ts.truncated)
         final_obs = ts.final_obs.astype(jnp.float32)
@@ -335,6 +370,8 @@ class StreamAgent(abc.ABC):
         stats = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), reset_stats, stats)
         reset_obs = self._normalize_obs(stats, ts.obs, hp)
         episode_step = norm.episode_step + 1
+        next_obs = self._stack(prev_obs, next_obs)
+        reset_obs = self._fill(reset_obs)
         act_obs = jnp.where(done, self._with_time(reset_obs, 0 * episode_step), self._with_time(next_obs, episode_step))
         next_obs = self._with_time(next_obs, episode_step)
         reward = ts.reward.astype(jnp.float32)
@@ -344,6 +381,19 @@ class StreamAgent(abc.ABC):
         new_norm = StreamNorm(stats, scaler, jnp.where(done, 0, episode_step))
         return new_norm, Observation(next_obs, act_obs, reward, done, 1.0 - cut.astype(jnp.float32))
 
+    def frozen_observation(self, norm: StreamNorm, prev_obs, raw_obs, episode_step, new_episode, hp: HParams):
+        """The network input for ``raw_obs`` with the normalisers frozen (evaluation): the
+        statistics in ``norm`` are used, not updated. ``prev_obs`` is the previous input
+        (for frame stacking), ``episode_step`` the steps taken in the episode (int32, for
+        the time feature), ``new_episode`` a bool scalar that starts a fresh frame stack."""
+        x = self._normalize_obs(norm.obs, raw_obs, hp)
+        x = jnp.where(new_episode, self._fill(x), self._stack(prev_obs, x)) if self.config.frame_stack > 1 else x
+        return self._with_time(x, episode_step)
+
+    def greedy_action(self, params: dict, obs: jax.Array) -> jax.Array:
+        """The action an evaluation takes at normalised ``obs`` (no exploration)."""
+        raise NotImplementedError(f"{type(self).__name__} has no policy to evaluate")
+
     # -- lifecycle -----------------------------------------------------------------
     def init(self, key: jax.Array, obs: jax.Array, hp: HParams) -> AgentState:
         """Fresh parameters, traces and normalisers; the first observation ``obs`` (raw,
@@ -352,7 +402,7 @@ class StreamAgent(abc.ABC):
         key, *net_keys = jax.random.split(key, 1 + len(self._param_heads()))
         stats = nz.welford_update(nz.welford_init(self.config.obs_shape), obs.astype(jnp.float32))
         norm = StreamNorm(stats, nz.reward_scaler_init(), jnp.zeros((), jnp.int32))
-        x = self._with_time(self._normalize_obs(stats, obs, hp), norm.episode_step)
+        x = self._with_time(self._fill(self._normalize_obs(stats, obs, hp)), norm.episode_step)
         params = {
             name: net.init(k, jnp.zeros(self.config.net_input_shape, jnp.float32))
             for (name, net), k in zip(self.networks().items(), net_keys)

@@ -51,11 +51,15 @@ class StreamQ(StreamAgent):
         """q(obs, ·): float32 [n_actions] for one normalised observation."""
         return self.apply("q", params["q"], obs)[0]
 
+    def greedy_action(self, params, obs):
+        """The evaluation action at normalised ``obs``: argmaxₐ q(obs, a), int32 scalar."""
+        return jnp.argmax(self.q_values(params, obs)).astype(jnp.int32)
+
     def _act(self, params, obs, step, key, hp):
         return epsilon_greedy(self.q_values(params, obs), epsilon_at(step, hp), key)
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams):
-        norm, o = self.observe(state.norm, ts, hp)
+        norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
         # a′ (SARSA, episode goes on) and the reset action (episode ended) are the same
         # time step's choice and never both used, so they share one key.

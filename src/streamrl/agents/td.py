@@ -39,7 +39,7 @@ class StreamTD(StreamAgent):
         return action, jnp.zeros((), bool)
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams):
-        norm, o = self.observe(state.norm, ts, hp)
+        norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
         td_error, grads = self.state_value_td_error("v", state.params["v"], state.obs, o, hp)
         v_params, v_opt = self.apply_update("v", state.params["v"], state.opt_state["v"], grads, td_error, o.done, hp)

@@ -29,6 +29,41 @@ _FAMILIES = {
     "gymnasium.envs.mujoco": ("mujoco", "streamrl[mujoco]"),
     "gymnasium.envs.box2d": ("box2d", "gymnasium[box2d]"),
     "gymnasium.envs.toy_text": ("toy_text", None),
+    "minatar.gym": ("minatar", "streamrl[minatar]"),
+    "ale_py": ("atari", "streamrl[atari]"),
+    "shimmy.dm_control": ("dmc", "streamrl[dmc]"),
+}
+
+DMC_TIME_LIMIT = 1000  # dm_control's episodes last 1,000 steps (REFERENCE.md: T = 1000)
+
+
+def _register_minatar() -> None:
+    from minatar.gym import register_envs
+
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        register_envs()
+
+
+def _register_ale() -> None:
+    import ale_py
+
+    gym.register_envs(ale_py)
+
+
+def _register_dmc() -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # dm_control probes an X11 display for rendering on import
+        warnings.filterwarnings("ignore", module="glfw")
+        import shimmy  # noqa: F401  (registers dm_control/<domain>-<task>-v0)
+
+
+# Id namespace → (function that registers the family's ids, pip extra). Registered on
+# first use, so `import streamrl` stays fast and the extras stay optional.
+_REGISTRARS = {
+    "MinAtar": (_register_minatar, "streamrl[minatar]"),
+    "ALE": (_register_ale, "streamrl[atari]"),
+    "dm_control": (_register_dmc, "streamrl[dmc]"),
 }
 
 
@@ -44,6 +79,9 @@ class EnvSpec:
       action_dim: number of actions (Discrete) or length of the action vector (Box).
       action_low, action_high: Box bounds (empty for Discrete).
       time_limit: the episode step limit (None if the environment has none).
+      frame_stack: how many consecutive observations the agent stacks along the last
+        axis after normalising each one (4 for Atari, REFERENCE.md "Normalisation"; 1
+        elsewhere). The adapter hands over single frames.
     """
 
     env_id: str
@@ -54,11 +92,16 @@ class EnvSpec:
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
     time_limit: int | None = None
+    frame_stack: int = 1
 
 
 def family_of(env_id: str) -> str:
     """The benchmark family of a registered Gymnasium id (``other`` if unknown)."""
-    entry = str(_resolve(env_id).entry_point)
+    spec = _resolve(env_id)
+    namespace_family = {"MinAtar": "minatar", "ALE": "atari", "dm_control": "dmc"}.get(spec.namespace)
+    if namespace_family is not None:
+        return namespace_family
+    entry = str(spec.entry_point)
     for prefix, (family, _) in _FAMILIES.items():
         if entry.startswith(prefix):
             return family
@@ -74,9 +117,25 @@ def _resolve(env_id: str) -> gym.envs.registration.EnvSpec:
             importlib.import_module(module)
         except ImportError as exc:
             raise UnknownEnvError(f"cannot import {module!r} to register {name!r}: {exc}") from None
+    namespace = name.split("/", 1)[0] if "/" in name else None
+    if namespace in _REGISTRARS:
+        register, extra = _REGISTRARS[namespace]
+        try:
+            register()
+        except ImportError:
+            raise MissingExtraError(f"{env_id} needs an optional dependency that is not installed: pip install '{extra}'") from None
     try:
         return gym.spec(name)
     except gym.error.Error:  # NameNotFound, VersionNotFound, DeprecatedEnv, …
+        pass
+    for register, _ in _REGISTRARS.values():  # e.g. BreakoutNoFrameskip-v4 (no namespace)
+        try:
+            register()
+        except ImportError:
+            continue
+    try:
+        return gym.spec(name)
+    except gym.error.Error:
         close = difflib.get_close_matches(name, list(gym.registry), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else (
             "; run `streamrl envs` to list the registered ids"
@@ -135,8 +194,8 @@ class GymnasiumEnv:
         self._length = 0
 
     def reset(self) -> np.ndarray:
-        obs, _ = self.env.reset(seed=self._seed)
-        self._return, self._length = 0.0, 0
+        obs, info = self.env.reset(seed=self._seed)
+        self._return, self._length = float(info.get("reset_reward", 0.0)), 0
         return np.asarray(obs, np.float32)
 
     def step(self, action):
@@ -144,31 +203,49 @@ class GymnasiumEnv:
             env_action = int(action) + self._start
         else:
             env_action = np.clip(action, self._low, self._high)
-        final_obs, reward, terminated, truncated, _ = self.env.step(env_action)
+        final_obs, reward, terminated, truncated, info = self.env.step(env_action)
         reward = float(reward)
         self._return += reward
         self._length += 1
         final_obs = np.asarray(final_obs, np.float32)
         if terminated or truncated:
-            episode = (self._return, self._length)
-            obs, _ = self.env.reset()
-            self._return, self._length = 0.0, 0
+            # Atari's episodic life: the learner's episode ends at a life loss, the reported
+            # episode (the game) only at game over (streamrl.envs.atari.EpisodicLife).
+            episode = None
+            if info.get("game_over", True):
+                episode = (self._return, self._length)
+                self._return, self._length = 0.0, 0
+            obs, info = self.env.reset()
+            self._return += float(info.get("reset_reward", 0.0))
             return np.asarray(obs, np.float32), reward, bool(terminated), bool(truncated), final_obs, episode
         return final_obs, reward, False, False, final_obs, None
+
+    def render(self) -> np.ndarray:
+        """The current frame as uint8 RGB [H, W, 3] (the adapter must be made with
+        ``render_mode="rgb_array"``)."""
+        return self.env.render()
 
     def close(self) -> None:
         self.env.close()
 
 
-def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -> GymnasiumEnv:
-    """Make the host adapter for a registered Gymnasium id.
+def make_env(
+    env_id: str, seed: int = 0, max_episode_steps: int | None = None, render_mode: str | None = None
+) -> GymnasiumEnv:
+    """Make the host adapter for a registered Gymnasium id, with the paper's per-family
+    preprocessing.
 
     Args:
-      env_id: a Gymnasium id (``CartPole-v1``, ``HalfCheetah-v5``, ``module:Env-v0``).
+      env_id: a Gymnasium id: classic control and MuJoCo (``CartPole-v1``,
+        ``HalfCheetah-v5``), MinAtar (``MinAtar/Breakout-v1``; the ``minatar`` package),
+        Atari (``ALE/Breakout-v5``, ``BreakoutNoFrameskip-v4``; ale-py, preprocessed by
+        :func:`streamrl.envs.atari.wrap_atari`), DM Control (``dm_control/cheetah-run-v0``;
+        shimmy, observations flattened), or ``module:Env-v0``.
       seed: seed of the first reset (later resets continue the environment's RNG).
-      max_episode_steps: episode cap; default: 10,000 for classic control with Discrete
-        actions (the paper's CartPole, Acrobot, MountainCar), the environment's own limit
-        otherwise.
+      max_episode_steps: episode cap in agent steps; default: 10,000 for classic control
+        with Discrete actions (the paper's CartPole, Acrobot, MountainCar), the
+        environment's own limit otherwise.
+      render_mode: passed to ``gym.make`` (``"rgb_array"`` for evaluation videos).
 
     Raises:
       UnknownEnvError: the id is not registered (close matches suggested).
@@ -179,8 +256,12 @@ def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -
     kwargs = {"disable_env_checker": True}
     if max_episode_steps is None and family == "classic_control" and _discrete_actions(env_id):
         max_episode_steps = CLASSIC_CONTROL_EPISODE_CAP
-    if max_episode_steps is not None:
+    if max_episode_steps is not None and family != "atari":
         kwargs["max_episode_steps"] = int(max_episode_steps)
+    if family == "atari":
+        kwargs["frameskip"] = 1  # the preprocessing does max-and-skip 4
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
     try:
         env = gym.make(env_id, **kwargs)
     except (gym.error.DependencyNotInstalled, ImportError) as exc:
@@ -188,6 +269,15 @@ def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -
         if extra is None:
             raise MissingExtraError(f"{env_id} needs an optional dependency: {str(exc).splitlines()[0][:160]}") from None
         raise MissingExtraError(f"{env_id} needs an optional dependency that is not installed: pip install '{extra}'") from None
+    time_limit = env.spec.max_episode_steps if env.spec is not None else max_episode_steps
+    frame_stack = 1
+    if family == "atari":
+        from streamrl.envs.atari import FRAME_STACK, wrap_atari
+
+        env, frame_stack, time_limit = wrap_atari(env, max_episode_steps), FRAME_STACK, max_episode_steps
+    elif family == "dmc":
+        env = gym.wrappers.FlattenObservation(env)
+        time_limit = time_limit or DMC_TIME_LIMIT
     _check_spaces(env_id, env.observation_space, env.action_space)
     act = env.action_space
     discrete = isinstance(act, gym.spaces.Discrete)
@@ -199,7 +289,8 @@ def make_env(env_id: str, seed: int = 0, max_episode_steps: int | None = None) -
         action_dim=int(act.n) if discrete else int(act.shape[0]),
         action_low=() if discrete else tuple(float(x) for x in act.low),
         action_high=() if discrete else tuple(float(x) for x in act.high),
-        time_limit=env.spec.max_episode_steps if env.spec is not None else max_episode_steps,
+        time_limit=time_limit,
+        frame_stack=frame_stack,
     )
     if math.prod(spec.obs_shape) == 0:
         raise UnsupportedSpaceError(f"{env_id} has empty observations of shape {spec.obs_shape}")
