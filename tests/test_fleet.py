@@ -83,3 +83,32 @@ def test_bad_grid_values_are_refused(capsys, tmp_path):
     assert "--lambda must be in [0, 1], got 1.5" in capsys.readouterr().err
     assert main(["train", "--num-seeds", "0", "--run-dir", str(tmp_path / "r")]) == 2
     assert "--num-seeds must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("separate_from", [None, 1, 64])
+def test_flat_codec_round_trips_bit_exactly(separate_from):
+    """The host driver's state packing: small leaves in one uint32 buffer, weight-sized
+    leaves separate; every bit survives (NaN payloads, -0.0, bools, int32 extremes)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from streamrl.run import FlatCodec
+
+    rng = np.random.default_rng(0)
+    weird = np.array([np.nan, -0.0, np.inf, 1e-45], np.float32)
+    tree = {
+        "w": jnp.asarray(rng.standard_normal((16, 8)), jnp.float32),
+        "b": jnp.asarray(weird),
+        "n": jnp.asarray([np.iinfo(np.int32).min, 7], jnp.int32),
+        "flag": jnp.asarray([True, False, True]),
+        "key": jnp.asarray([1, 2**32 - 1], jnp.uint32),
+    }
+    codec = FlatCodec(tree, separate_from=separate_from)
+    packed = codec.pack(tree)
+    if separate_from == 64:
+        flat, big = packed
+        assert len(big) == 1 and big[0].shape == (16, 8) and flat.dtype == jnp.uint32
+    back = codec.unpack(packed)
+    for name in tree:
+        assert back[name].dtype == tree[name].dtype
+        np.testing.assert_array_equal(np.asarray(back[name]).view(np.uint8), np.asarray(tree[name]).view(np.uint8))

@@ -11,9 +11,10 @@ settings), agent i on environment i, each learning from its own stream.
 
 Speed (measured, see docs/benchmarks.md): on this CPU a standalone jitted call costs about
 1 µs per XLA kernel plus a cost per argument and result buffer. The agent state is a pytree
-of ~30-50 small arrays, so the driver passes it as ONE flat uint32 buffer (bit-exact,
-donated), and the TimeStep and hyper-parameters as one float32 vector each; this cuts the
-call cost by about a third against passing the pytrees themselves.
+of ~30-50 arrays, so the driver passes its small leaves as ONE flat uint32 buffer
+(bit-exact, donated) and only its weight-sized leaves separately, and the TimeStep and
+hyper-parameters as one float32 vector each; this cuts the call cost by about a third
+against passing the pytrees themselves.
 """
 
 from __future__ import annotations
@@ -39,28 +40,40 @@ class FlatCodec:
     """Packs a pytree of arrays into one uint32 vector and back, bit-exactly.
 
     Built from an example tree; every leaf must be 32-bit (float32, int32, uint32) or bool.
-    Pure JAX, usable inside jit.
+    Pure JAX, usable inside jit. With ``separate_from=k``, leaves of k or more elements
+    stay separate arrays: ``pack`` returns ``(flat, (big leaf, ...))``; without it, the flat
+    vector alone.
     """
 
-    def __init__(self, example: Any):
+    def __init__(self, example: Any, separate_from: int | None = None):
         leaves, self.treedef = jax.tree_util.tree_flatten(example)
         self.meta = [(tuple(x.shape), jnp.dtype(x.dtype)) for x in leaves]
         for shape, dtype in self.meta:
             if dtype != jnp.bool_ and dtype.itemsize != 4:
                 raise TypeError(f"FlatCodec needs 32-bit or bool leaves, got {dtype}")
+        self.separate_from = separate_from
+        self.big = [separate_from is not None and math.prod(shape) >= separate_from for shape, _ in self.meta]
 
-    def pack(self, tree: Any) -> jax.Array:
+    def pack(self, tree: Any):
         # Per-leaf bitcasts into one concatenate. (Grouping leaves by dtype first makes
         # fewer kernels but measured slower: 222 → 320 µs for Stream AC on HalfCheetah.)
-        words = []
-        for x in jax.tree_util.tree_leaves(tree):
+        words, big = [], []
+        for x, separate in zip(jax.tree_util.tree_leaves(tree), self.big):
+            if separate:
+                big.append(x)
+                continue
             x = x.astype(jnp.uint32) if x.dtype == jnp.bool_ else jax.lax.bitcast_convert_type(x, jnp.uint32)
             words.append(x.reshape(-1))
-        return jnp.concatenate(words)
+        flat = jnp.concatenate(words) if words else jnp.zeros((0,), jnp.uint32)
+        return flat if self.separate_from is None else (flat, tuple(big))
 
-    def unpack(self, flat: jax.Array) -> Any:
-        leaves, offset = [], 0
-        for shape, dtype in self.meta:
+    def unpack(self, packed) -> Any:
+        flat, big = (packed, ()) if self.separate_from is None else packed
+        leaves, offset, big = [], 0, iter(big)
+        for (shape, dtype), separate in zip(self.meta, self.big):
+            if separate:
+                leaves.append(next(big))
+                continue
             n = math.prod(shape)
             w = flat[offset : offset + n].reshape(shape)
             offset += n
@@ -68,22 +81,15 @@ class FlatCodec:
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
-class TreeCodec:
-    """The identity codec: the state crosses the jit boundary as its own pytree (donated,
-    so XLA updates the large arrays in place)."""
-
-    def pack(self, tree: Any) -> Any:
-        return tree
-
-    def unpack(self, tree: Any) -> Any:
-        return tree
-
-
-FLAT_STATE_MAX_WORDS = 1 << 16
-"""States up to this many 32-bit words cross the jit boundary as one flat buffer; larger
-ones (conv torsos) as a pytree. Measured on a 2-core CPU: flat saves ~70 µs a call for the
-CartPole networks (fewer buffers), but for MinAtar's 265k-word state the bitcasts and the
-concatenate copy every large array again each step (10.9 MB accessed a step)."""
+SEPARATE_LEAF_SIZE = 1 << 12
+"""The host driver passes the agent state as one flat, donated uint32 buffer, except leaves
+of this many elements or more (weight matrices and their traces), which stay separate
+donated arrays that XLA updates in place. Measured per agent step on a 2-core CPU, all flat
+/ every leaf separate / this (two runs each): Q CartPole 118 / 153 / 114 µs (no leaf that
+large), AC CartPole 182 / 213 / 170, AC HalfCheetah 207–210 / 222–225 / 191–195, Q MinAtar
+349–355 / 280–281 / 257–265, Q Atari 876 / 801 / 793. For large arrays the bitcasts and the
+concatenate of an all-flat buffer copy each array again every step; many small separate
+buffers cost per-argument overhead."""
 
 
 def fleet(f: Callable, n: int) -> Callable:
@@ -134,9 +140,9 @@ class HostStepper:
         """The jitted step for ``example_state``: the fleet state (leading N axis) for
         N > 1, the unbatched state for a single stream (a leading axis of 1 sliced off and
         put back inside the program costs XLA copies of every donated leaf: measured
-        ~40 µs a step on MinAtar)."""
-        words = sum(x.size for x in jax.tree_util.tree_leaves(example_state))
-        codec = self._codec = FlatCodec(example_state) if words <= FLAT_STATE_MAX_WORDS else TreeCodec()
+        ~40 µs a step on MinAtar). The state crosses the boundary packed by
+        :class:`FlatCodec` (small leaves in one buffer, weight-sized leaves separate)."""
+        codec = self._codec = FlatCodec(example_state, separate_from=SEPARATE_LEAF_SIZE)
         agent, n = self.agent, self._obs_size
         shape = agent.config.obs_shape
 
