@@ -33,8 +33,8 @@ def test_episode_boundaries_match_a_plain_python_loop(name, max_steps):
     with the driver's documented keys, and compare every TimeStep and episode record."""
     runner, _ = _fleet("td", f"gymnax:{name}", num_seeds=2, max_episode_steps=max_steps)
     steps = 120
-    done, ep_return, ep_length, bad, actions, ts = runner.run(steps, trace=True)
-    assert not bad.any()
+    done, ep_return, ep_length, bad, diverged, actions, ts = runner.run(steps, trace=True)
+    assert not bad.any() and not diverged.any()
     env, params = gymnax.make(name)
     params = params.replace(max_steps_in_episode=max_steps)
     seen = {"terminated": 0, "truncated": 0}
@@ -78,7 +78,7 @@ def test_device_fleet_member_learns_as_a_single_device_run(algo):
         single = DeviceFleet(fleet.agent, env, [member])
         single.start()
         single_out = single.run(40, trace=True)
-        np.testing.assert_array_equal(out[4][:, i], single_out[4][:, 0])  # same actions → same stream
+        np.testing.assert_array_equal(out[5][:, i], single_out[5][:, 0])  # same actions → same stream
         np.testing.assert_array_equal(out[0][:, i], single_out[0][:, 0])
         for a, b in zip(jax.tree_util.tree_leaves(fleet.state.params), jax.tree_util.tree_leaves(single.state.params)):
             np.testing.assert_allclose(np.asarray(a)[i], np.asarray(b)[0], rtol=1e-4, atol=1e-5)

@@ -39,8 +39,8 @@ def _restored(run):
     hp = stack_hparams(resolved.members)
     keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in resolved.members])
     target = jax.eval_shape(fleet(agent.init, 2), keys, jnp.zeros((2, *spec.obs_shape)), hp)
-    state, meta = checkpoint.restore(run, target, final_checkpoint_meta(cfg, resolved))
-    return agent, state, meta
+    items, meta = checkpoint.restore(run, {"agents": target}, final_checkpoint_meta(cfg, resolved))
+    return agent, items["agents"], meta
 
 
 def test_run_directory_keeps_the_final_agent_state(minatar_run):

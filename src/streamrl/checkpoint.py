@@ -49,17 +49,15 @@ def checkpoint_meta(algo: str, env_id: str, agent_config: dict, num_agents: int)
     return {"algo": algo, "env": env_id, "agent": agent_config, "num_agents": num_agents, "streamrl": version}
 
 
-def save(run_dir: Path, step: int, state: Any, meta: dict) -> Path:
-    """Write the fleet ``state`` (a pytree of arrays) and ``meta`` as checkpoint ``step``;
-    returns its directory. Blocks until the checkpoint is complete on disk."""
+def save(run_dir: Path, step: int, items: dict[str, Any], meta: dict) -> Path:
+    """Write checkpoint ``step``: each of ``items`` (name → pytree of arrays, e.g.
+    ``{"agents": fleet AgentState}``) and ``meta``; returns its directory. Blocks until the
+    checkpoint is complete on disk."""
     import orbax.checkpoint as ocp
 
+    args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
     with _manager(run_dir) as manager:
-        manager.save(
-            int(step),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta, step=int(step)))),
-            force=True,
-        )
+        manager.save(int(step), args=ocp.args.Composite(meta=ocp.args.JsonSave(dict(meta, step=int(step))), **args), force=True)
         manager.wait_until_finished()
     return Path(run_dir) / CHECKPOINT_DIR / str(int(step))
 
@@ -72,22 +70,24 @@ def latest_step(run_dir: Path) -> int | None:
         return manager.latest_step()
 
 
-def restore(run_dir: Path, target: Any, expected_meta: dict, step: int | None = None) -> tuple[Any, dict]:
-    """Read checkpoint ``step`` (default: the newest) into the structure of ``target``.
+def restore(run_dir: Path, targets: dict[str, Any], expected_meta: dict, step: int | None = None) -> tuple[dict, dict]:
+    """Read checkpoint ``step`` (default: the newest).
 
     Args:
       run_dir: the run directory.
-      target: a pytree with the shapes and dtypes to restore (arrays or
-        ``jax.ShapeDtypeStruct``), e.g. ``jax.eval_shape`` of the fleet's init.
+      targets: name → pytree with the shapes and dtypes to restore (arrays or
+        ``jax.ShapeDtypeStruct``), e.g. ``{"agents": jax.eval_shape(fleet init)}``; a subset
+        of the checkpoint's items may be asked for.
       expected_meta: :func:`checkpoint_meta` of the run being restored into; every key
         must match the checkpoint's.
 
     Returns:
-      ``(state, meta)``.
+      ``(items, meta)``: name → restored pytree, and the checkpoint's meta.
 
     Raises:
       CheckpointError: there is no checkpoint; it is unreadable (corrupt or incomplete);
-        or it belongs to another algorithm, environment, network or fleet size.
+        or it belongs to another algorithm, environment, network, fleet size or streamrl
+        version.
     """
     import orbax.checkpoint as ocp
 
@@ -95,28 +95,44 @@ def restore(run_dir: Path, target: Any, expected_meta: dict, step: int | None = 
     where = Path(run_dir) / CHECKPOINT_DIR
     if step is None:
         raise CheckpointError(f"{run_dir} has no checkpoint (no complete step under {where}); train it first")
-    abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target)
+    path = where / str(step)
     try:
         with _manager(run_dir) as manager:
             meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as exc:  # Orbax raises many types for a damaged directory
-        raise _unreadable(where / str(step), exc) from None
+        raise _unreadable(path, exc) from None
+    if not isinstance(meta, dict):
+        raise _unreadable(path, ValueError("meta is not a JSON object"))
     for key, value in expected_meta.items():
         if key == "streamrl":
             continue  # checked below, with its own message
         if meta.get(key) != value:
             raise CheckpointError(
-                f"checkpoint {where / str(step)} belongs to another run: its {key} is {meta.get(key)!r}, "
-                f"this run's is {value!r}"
+                f"checkpoint {path} belongs to another run: its {key} is {_short(meta.get(key))}, "
+                f"this run's is {_short(value)}"
             )
     if expected_meta.get("streamrl") and meta.get("streamrl") != expected_meta["streamrl"]:
         raise CheckpointError(
-            f"checkpoint {where / str(step)} was written by streamrl {meta.get('streamrl')}, this is "
+            f"checkpoint {path} was written by streamrl {meta.get('streamrl')}, this is "
             f"{expected_meta['streamrl']}; install that version to use it"
         )
+    abstract = {
+        name: ocp.args.StandardRestore(jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target))
+        for name, target in targets.items()
+    }
     try:
         with _manager(run_dir) as manager:
-            state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+            restored = manager.restore(step, args=ocp.args.Composite(**abstract))
     except Exception as exc:
-        raise _unreadable(where / str(step), exc) from None
-    return state, meta
+        raise _unreadable(path, exc) from None
+    items = {name: restored[name] for name in targets}
+    for name, tree in items.items():
+        got = jax.tree_util.tree_structure(tree)
+        if got != jax.tree_util.tree_structure(targets[name]):
+            raise _unreadable(path, ValueError(f"{name} has another structure"))
+    return items, meta
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 160 else text[:157] + "..."

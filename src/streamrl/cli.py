@@ -7,7 +7,9 @@
     streamrl envs                               # registered ids streamrl can train on
 
 Errors a user can fix print one line, ``error: …``, and exit with status 2; a run stopped
-by a non-finite value exits with status 1 after writing what it had.
+by a non-finite value exits with status 1 after writing what it had; SIGINT or SIGTERM
+write a checkpoint and exit with status 130 or 143 (``streamrl train --resume RUN_DIR``
+continues).
 """
 
 from __future__ import annotations
@@ -66,14 +68,14 @@ class EnvsConfig:
 def _train(cfg: TrainConfig) -> int:
     from rich.console import Console
 
-    from streamrl.run import train
+    from streamrl.run import Interrupted, train
 
     console = Console(stderr=True)
     try:
         path = train(cfg, console=console)
-    except KeyboardInterrupt:
-        console.print("interrupted: records and summary written")
-        return 130
+    except Interrupted as exc:
+        console.print(f"interrupted: {exc}")
+        return 128 + (exc.signum or 2)  # 130 for SIGINT, 143 for SIGTERM
     console.print(_summary_lines(json.loads((path / "summary.json").read_text()), path))
     return 0
 

@@ -148,6 +148,19 @@ class TrainConfig:
     chunk_steps: int = 10_000
     """Device environments (gymnax:, brax:): steps per jitted lax.scan chunk; records and the
     progress bar update between chunks."""
+    checkpoint_every: int = 100_000
+    """Write a checkpoint (the whole learner state, atomically, with the episode records
+    flushed) every this many steps, and at the end; 0: only at the end."""
+    resume: Path | None = None
+    """Continue the run in this directory from its last checkpoint, with its recorded
+    options (only --total-steps, --checkpoint-every and --progress may change). Device
+    runs (gymnax:, brax:) continue exactly; host environments start a fresh episode."""
+    schedule_steps: tyro.conf.Suppress[int | None] = None
+    """(Set by --resume, not a flag.) The run length the ε schedule was laid out for, so a
+    resumed run that changes --total-steps keeps its schedule."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars per agent to <run dir>/tb (episodic return and length,
+    |δ| statistics, ObGD step size, overshooting rate, SPS)."""
 
 
 def config_from_json(options: dict) -> TrainConfig:
@@ -222,6 +235,8 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             raise ConfigError(f"--exploration-fraction must be in (0, 1], got {fraction}")
     if not 0 <= cfg.sparsity < 1:
         raise ConfigError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
+    if cfg.checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0 (0: only at the end), got {cfg.checkpoint_every}")
     if cfg.max_episode_steps is not None and cfg.max_episode_steps <= 0:
         raise ConfigError(f"--max-episode-steps must be > 0, got {cfg.max_episode_steps}")
     frame_stack = spec.frame_stack
@@ -250,7 +265,8 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
     members = []
     for values in itertools.product(*grid):
         hp = dict(zip(SWEEPABLE.values(), values))
-        hp["eps_decay_steps"] = max(hp["eps_decay_steps"] * total_steps, 1.0)  # a fraction on the CLI
+        # a fraction on the CLI, of the run length the schedule was laid out for
+        hp["eps_decay_steps"] = max(hp["eps_decay_steps"] * (cfg.schedule_steps or total_steps), 1.0)
         for i in range(cfg.num_seeds):
             members.append(Member(cfg.seed + i, HParams(**hp, **flags)))
     try:

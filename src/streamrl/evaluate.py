@@ -225,7 +225,8 @@ def evaluate(
     keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
     obs0 = jnp.zeros((len(members), *spec.obs_shape), jnp.float32)
     target = jax.eval_shape(fleet(agent.init, len(members)), keys, obs0, hparams)
-    states, meta = checkpoint.restore(run_dir, target, final_checkpoint_meta(cfg, resolved))
+    items, meta = checkpoint.restore(run_dir, {"agents": target}, final_checkpoint_meta(cfg, resolved))
+    states = items["agents"]
 
     @jax.jit
     def policy(state, hp, raw_obs, prev_x, episode_step, new_episode):

@@ -31,9 +31,17 @@ __all__ = ["ObGDState", "AdaptiveObGDState", "obgd", "adaptive_obgd", "trace_l1_
 
 
 class ObGDState(NamedTuple):
-    """State of :func:`obgd`: the eligibility trace z, a tree shaped like the parameters."""
+    """State of :func:`obgd`.
+
+    Attributes:
+      trace: eligibility trace z, a tree shaped like the parameters.
+      step_size: float32 scalar, the effective step size α of the last update (a
+        diagnostic: lr when the bound was not active, lr / M when it was; 0 before the
+        first update).
+    """
 
     trace: Any
+    step_size: Any = None
 
 
 class AdaptiveObGDState(NamedTuple):
@@ -43,11 +51,13 @@ class AdaptiveObGDState(NamedTuple):
       trace: eligibility trace z, a tree shaped like the parameters.
       second_moment: v, per-parameter running mean of (δ z)², same tree.
       count: int32 scalar, number of updates made so far (t in the bias correction).
+      step_size: float32 scalar, the effective step size α of the last update.
     """
 
     trace: Any
     second_moment: Any
     count: jax.Array
+    step_size: Any = None
 
 
 def trace_l1_norm(tree: Any) -> jax.Array:
@@ -83,7 +93,7 @@ def obgd(lr=1.0, gamma=0.99, lambda_=0.8, kappa=2.0) -> optax.GradientTransforma
     """
 
     def init_fn(params):
-        return ObGDState(trace=jax.tree_util.tree_map(jnp.zeros_like, params))
+        return ObGDState(trace=jax.tree_util.tree_map(jnp.zeros_like, params), step_size=jnp.zeros((), jnp.float32))
 
     def update_fn(grads, state, params=None, *, td_error, reset):
         del params
@@ -92,7 +102,7 @@ def obgd(lr=1.0, gamma=0.99, lambda_=0.8, kappa=2.0) -> optax.GradientTransforma
         alpha = _step_size(lr, kappa, td_error, trace_l1_norm(trace))
         scale = alpha * td_error
         updates = jax.tree_util.tree_map(lambda z: scale * z, trace)
-        return updates, ObGDState(trace=_reset(trace, reset))
+        return updates, ObGDState(trace=_reset(trace, reset), step_size=jnp.asarray(alpha, jnp.float32))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -110,7 +120,9 @@ def adaptive_obgd(
 
     def init_fn(params):
         zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-        return AdaptiveObGDState(trace=zeros, second_moment=zeros, count=jnp.zeros((), jnp.int32))
+        return AdaptiveObGDState(
+            trace=zeros, second_moment=zeros, count=jnp.zeros((), jnp.int32), step_size=jnp.zeros((), jnp.float32)
+        )
 
     def update_fn(grads, state, params=None, *, td_error, reset):
         del params
@@ -130,7 +142,7 @@ def adaptive_obgd(
         scale = alpha * td_error
         updates = jax.tree_util.tree_map(lambda s: scale * s, scaled)
         return updates, AdaptiveObGDState(
-            trace=_reset(trace, reset), second_moment=second, count=count
+            trace=_reset(trace, reset), second_moment=second, count=count, step_size=jnp.asarray(alpha, jnp.float32)
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -123,6 +123,44 @@ class RunWriter:
             csv.writer(f).writerow(writer.columns)
         return writer
 
+    @classmethod
+    def reopen(cls, path: Path, members, swept: tuple[str, ...], until_step: int) -> "RunWriter":
+        """Continue writing the run directory ``path`` (a resume from the checkpoint at
+        ``until_step``): records with a later end step, and a half-written last line left by
+        a kill, are dropped (atomically) and the rest counted."""
+        path = Path(path)
+        writer = cls(path, members, swept)
+        kept = []
+        try:
+            with open(path / "episodes.csv", newline="") as f:
+                rows = list(csv.reader(f))
+        except FileNotFoundError:
+            rows = [list(writer.columns)]
+        header, body = rows[0] if rows else list(writer.columns), rows[1:]
+        if tuple(header) != writer.columns:
+            from streamrl.errors import CheckpointError
+
+            raise CheckpointError(f"{path / 'episodes.csv'} has columns {header}, expected {list(writer.columns)}")
+        for row in body:
+            try:
+                agent, end_step, episodic_return = int(row[0]), int(row[2]), float(row[3])
+                int(row[4])
+            except (ValueError, IndexError):
+                continue  # a line cut short by a kill
+            if len(row) == len(header) and end_step <= until_step and 0 <= agent < len(writer.members):
+                kept.append(row)
+                writer._returns[agent].append(episodic_return)
+                writer._recent.append(episodic_return)
+        del writer._recent[:-100]
+        writer.episodes_written = len(kept)
+        tmp = path / "episodes.csv.tmp"
+        with open(tmp, "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(writer.columns)
+            out.writerows(kept)
+        tmp.replace(path / "episodes.csv")
+        return writer
+
     @property
     def columns(self) -> tuple[str, ...]:
         """``EPISODE_COLUMNS`` plus one column per swept hyper-parameter."""
@@ -148,9 +186,12 @@ class RunWriter:
             self._pending.clear()
         self._last_flush = time.monotonic()
 
-    def maybe_flush(self) -> None:
+    def maybe_flush(self) -> bool:
+        """Flush if the last flush was at least 5 s ago; returns whether it flushed."""
         if time.monotonic() - self._last_flush >= _FLUSH_SECONDS:
             self.flush()
+            return True
+        return False
 
     @staticmethod
     def _tail_mean(returns: list[float]) -> float | None:
@@ -159,7 +200,14 @@ class RunWriter:
         return float(np.mean(returns[-max(1, math.ceil(0.1 * len(returns))):]))
 
     def finish(
-        self, *, steps: int, wall_time_s: float, status: str, message: str | None = None, compile_s: float | None = None
+        self,
+        *,
+        steps: int,
+        wall_time_s: float,
+        status: str,
+        message: str | None = None,
+        compile_s: float | None = None,
+        resumed_from: int | None = None,
     ) -> dict:
         """Flush the records and write ``summary.json``; returns the summary.
 
@@ -167,9 +215,27 @@ class RunWriter:
         is the fleet's aggregate. ``mean_return_last10pct`` is the mean over agents of each
         agent's mean return over its last 10% of episodes; ``groups`` gives it per setting
         of the swept hyper-parameters (mean over seeds). ``compile_s`` is the set-up and
-        compile time before the first step.
+        compile time before the first step; ``resumed_from`` the checkpoint step this
+        session started from.
         """
         self.flush()
+        return self.write_summary(
+            steps=steps, wall_time_s=wall_time_s, status=status, message=message, compile_s=compile_s,
+            resumed_from=resumed_from,
+        )
+
+    def write_summary(
+        self,
+        *,
+        steps: int,
+        wall_time_s: float,
+        status: str,
+        message: str | None = None,
+        compile_s: float | None = None,
+        resumed_from: int | None = None,
+    ) -> dict:
+        """Write ``summary.json`` (see :meth:`finish`) without flushing; a run in progress
+        writes ``status: running`` with each checkpoint."""
         per_agent = [self._tail_mean(r) for r in self._returns]
         scored = [v for v in per_agent if v is not None]
         sps = steps / wall_time_s if wall_time_s > 0 else None
@@ -199,9 +265,13 @@ class RunWriter:
                 }
                 for key, idx in groups.items()
             ]
+        if resumed_from:
+            summary["resumed_from"] = resumed_from
         if message:
             summary["message"] = message
-        (self.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        tmp = self.path / "summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.replace(self.path / "summary.json")  # atomic: a reader never sees half a file
         return summary
 
 
@@ -216,7 +286,7 @@ class _Bar:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, *, enabled: bool = True, console=None, agents: int = 1):
+def progress_bar(total: int, *, enabled: bool = True, console=None, agents: int = 1, completed: int = 0):
     """A rich progress bar showing steps (per agent), SPS (per agent), the number of agents,
     episodes and the recent mean return."""
     if not enabled:
@@ -244,7 +314,7 @@ def progress_bar(total: int, *, enabled: bool = True, console=None, agents: int 
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, refresh_per_second=4) as progress:
-        task = progress.add_task("train", total=total, episodes=0, ret="–")
+        task = progress.add_task("train", total=total, completed=completed, episodes=0, ret="–")
         yield _Bar(progress, task)
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from streamrl.agents import ALGORITHMS, AgentState, HParams, StreamAgent, TimeStep
 from streamrl.config import Member, Resolved, TrainConfig, resolve
 from streamrl.envs.gym import make_env, make_envs
-from streamrl.errors import NonFiniteError
+from streamrl.errors import CheckpointError, ConfigError, NonFiniteError
 
 __all__ = ["FlatCodec", "HostStepper", "DeviceFleet", "fleet", "stack_hparams", "train"]
 
@@ -111,6 +111,23 @@ def stack_hparams(members: Sequence[Member]) -> HParams:
     return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *(m.hparams.as_arrays() for m in members))
 
 
+DIAGNOSE_EVERY = 16
+"""The drivers recompute the TD error after the update (the overshooting diagnostic) on
+every 16th step, under ``lax.cond``: checking every step would cost two extra forward
+passes a step (measured +15% on MinAtar)."""
+
+
+def _zero_diagnostics(states: AgentState) -> AgentState:
+    return states._replace(diag=jax.tree_util.tree_map(jnp.zeros_like, states.diag))
+
+
+def _params_finite(states: AgentState, n: int) -> jax.Array:
+    """[n] bools: every parameter and optimiser value of agent i is finite (``states`` has
+    a leading axis of n, or none for a single unbatched stream)."""
+    leaves = [x for x in jax.tree_util.tree_leaves((states.params, states.opt_state)) if jnp.issubdtype(x.dtype, jnp.floating)]
+    return jnp.stack([jnp.all(jnp.isfinite(x.reshape(n, -1)), axis=1) for x in leaves]).all(axis=0)
+
+
 class HostStepper:
     """A fleet of N agents on host environments: the jitted init and per-step call.
 
@@ -120,6 +137,8 @@ class HostStepper:
     ``start(obs)`` takes raw first observations [N, *obs_shape] and returns the first
     actions [N] or [N, d] (NumPy); ``step(obs, rewards, terminated, truncated, final_obs)``
     (arrays with a leading N axis) learns from the transitions and returns the next actions.
+    An agent whose TD error became non-finite returns the action −1 (Discrete) or NaN
+    (Box), which the driver turns into a :class:`~streamrl.errors.NonFiniteError`.
     ``state`` unpacks the current fleet AgentState (leaves with a leading N axis).
     """
 
@@ -145,8 +164,9 @@ class HostStepper:
         codec = self._codec = FlatCodec(example_state, separate_from=SEPARATE_LEAF_SIZE)
         agent, n = self.agent, self._obs_size
         shape = agent.config.obs_shape
+        discrete = agent.config.discrete
 
-        def one(state, ts_vec, hp_vec):
+        def one(state, ts_vec, hp_vec, diagnose):
             ts = TimeStep(
                 obs=ts_vec[:n].reshape(shape),
                 reward=ts_vec[2 * n],
@@ -155,44 +175,58 @@ class HostStepper:
                 final_obs=ts_vec[n : 2 * n].reshape(shape),
             )
             hp = HParams(*(hp_vec[i] for i in range(len(HParams._fields))))
-            return agent.step(state, ts, hp)
+            return agent.step(state, ts, hp, diagnose)
 
         batched = self.n > 1
 
-        def step(buf, ts_mat, hp_mat):
+        def step(buf, ts_mat, hp_mat, diagnose):
             old = codec.unpack(buf)
             if batched:
-                states, actions = jax.vmap(one)(old, ts_mat, hp_mat)
+                states, actions = jax.vmap(one, (0, 0, 0, None))(old, ts_mat, hp_mat, diagnose)
             else:
-                states, actions = one(old, ts_mat[0], hp_mat[0])
+                states, actions = one(old, ts_mat[0], hp_mat[0], diagnose)
             if self.masked:  # inactive agents (waiting for EnvPool's reset step) keep their state
                 active = ts_mat[:, 2 * n + 3] > 0 if batched else ts_mat[0, 2 * n + 3] > 0
                 keep = lambda new, prev: jnp.where(active.reshape(active.shape + (1,) * (new.ndim - active.ndim)), new, prev)  # noqa: E731
                 states = jax.tree_util.tree_map(keep, states, old)
                 actions = keep(actions, old.action)
+            bad = ~jnp.isfinite(states.td_error)
+            bad = bad.reshape(bad.shape + (1,) * (actions.ndim - bad.ndim))
+            actions = jnp.where(bad, -1 if discrete else jnp.nan, actions)
             return codec.pack(states), actions if batched else actions[None]
 
+        def take_diagnostics(buf):
+            states = codec.unpack(buf)
+            return codec.pack(_zero_diagnostics(states)), states.diag
+
+        self._diag_fn = jax.jit(take_diagnostics, donate_argnums=0)
+        self._finite_fn = jax.jit(lambda buf: _params_finite(codec.unpack(buf), self.n))
         return jax.jit(step, donate_argnums=0)
 
-    def start(self, obs: np.ndarray) -> np.ndarray:
-        """Initialise from the first raw observations [N, *obs_shape], compile the step
-        ahead of time (so the first environment step is not a compile), and return the
-        first actions."""
+    def start(self, obs: np.ndarray, state: AgentState | None = None) -> np.ndarray:
+        """Initialise from the first raw observations [N, *obs_shape] (or, given the fleet
+        ``state`` of a checkpoint, start a fresh episode at ``obs``: see
+        :meth:`~streamrl.agents.StreamAgent.restart`), compile the step ahead of time (so
+        the first environment step is not a compile), and return the first actions."""
         t0 = time.perf_counter()
-        init = jax.jit(fleet(self.agent.init, self.n))
-        state = init(self._keys, jnp.asarray(obs, jnp.float32), self.hparams)
+        obs = jnp.asarray(obs, jnp.float32)
+        if state is None:
+            state = jax.jit(fleet(self.agent.init, self.n))(self._keys, obs, self.hparams)
+        else:
+            state = jax.jit(fleet(self.agent.restart, self.n))(state, obs, self.hparams)
         if self.n == 1:
             state = jax.tree_util.tree_map(lambda x: x[0], state)
         step = self._build(state)
         self._buf = jax.jit(self._codec.pack)(state)
         self._ts = np.zeros((self.n, 2 * self._obs_size + 3 + self.masked), np.float32)
-        self._step_fn = step.lower(self._buf, self._ts, self._hp_mat).compile()
+        self._step_fn = step.lower(self._buf, self._ts, self._hp_mat, np.bool_(False)).compile()
         self.compile_s = time.perf_counter() - t0
         return np.asarray(state.action).reshape(self.n, *np.shape(state.action)[self.n > 1 :])
 
-    def step(self, obs, rewards, terminated, truncated, final_obs, active=None) -> np.ndarray:
+    def step(self, obs, rewards, terminated, truncated, final_obs, active=None, diagnose: bool = False) -> np.ndarray:
         """Learn from one transition per agent and return the next actions. ``active`` [N]
-        (only with ``masked=True``): agents marked False neither learn nor change action."""
+        (only with ``masked=True``): agents marked False neither learn nor change action.
+        ``diagnose``: also recompute δ′ for the overshooting diagnostic."""
         n, ts = self._obs_size, self._ts
         ts[:, :n] = obs.reshape(self.n, n)
         ts[:, n : 2 * n] = final_obs.reshape(self.n, n)
@@ -201,8 +235,18 @@ class HostStepper:
         ts[:, 2 * n + 2] = truncated
         if self.masked:
             ts[:, 2 * n + 3] = True if active is None else active
-        self._buf, actions = self._step_fn(self._buf, ts, self._hp_mat)
+        self._buf, actions = self._step_fn(self._buf, ts, self._hp_mat, np.bool_(diagnose))
         return np.asarray(actions)
+
+    def take_diagnostics(self):
+        """The :class:`~streamrl.agents.Diagnostics` summed since the last call (NumPy,
+        leading N axis); resets them."""
+        self._buf, diag = self._diag_fn(self._buf)
+        return jax.tree_util.tree_map(lambda x: np.asarray(x).reshape(self.n), diag)
+
+    def params_finite(self) -> np.ndarray:
+        """[N] bools: every parameter and trace of agent i is finite."""
+        return np.asarray(self._finite_fn(self._buf))
 
     @property
     def state(self) -> AgentState:
@@ -229,19 +273,31 @@ def _check_finite(obs: np.ndarray, rewards: np.ndarray, step: int, env_id: str, 
             )
 
 
+def _learner_error(step: int, members, i: int, last_checkpoint: int | None) -> NonFiniteError:
+    kept = f"; the last good checkpoint (step {last_checkpoint}) is kept" if last_checkpoint is not None else ""
+    return NonFiniteError(
+        f"the TD error or the parameters became non-finite at step {step}{_agent_label(members, i)} "
+        f"(try a smaller --lr or a larger --kappa){kept}; run stopped",
+        step,
+    )
+
+
 class DeviceFleet:
     """A fleet of N agents and N JAX-native environments stepped together in ``lax.scan``.
 
     ``run(steps)`` advances every stream by ``steps`` environment steps in ONE jitted call
     (no Python in the loop) and returns per-step arrays of shape [steps, N]: ``done``,
     ``episodic_return`` and ``length`` (the episode's totals, meaningful where ``done``),
-    and ``bad`` (a non-finite reward or observation). With ``trace=True`` it also returns
-    the actions taken and the TimeSteps seen (for tests). The carry is donated, so memory
-    stays flat however long the run.
+    ``bad`` (a non-finite reward or observation from the environment) and ``diverged`` (a
+    non-finite TD error). With ``trace=True`` it also returns the actions taken and the
+    TimeSteps seen (for tests). The carry is donated, so memory stays flat however long
+    the run.
 
     Agent i uses ``PRNGKey(members[i].seed)`` exactly as on a host environment; its
     environment draws from ``fold_in(PRNGKey(seed), ENV_STREAM)``: the reset at the start
-    uses ``split(env_key)[0]``, step t uses ``fold_in(split(env_key)[1], t)``.
+    uses ``split(env_key)[0]``, step t uses ``fold_in(split(env_key)[1], t)``. The whole
+    carry (agents, environment states, episode counters, t) is what a checkpoint keeps, so
+    a resumed device run continues exactly.
     """
 
     ENV_STREAM = 0x5EED
@@ -256,43 +312,54 @@ class DeviceFleet:
         self._chunks: dict[tuple[int, bool], Callable] = {}
         self.compile_s = 0.0
 
-    def start(self) -> None:
-        """Reset the environments and initialise the agents on the first observations."""
+    def _init(self, agent_keys, reset_keys, hp):
+        env_states, obs = fleet(self.env.reset, self.n)(reset_keys)
+        states = fleet(self.agent.init, self.n)(agent_keys, obs, hp)
+        zeros = jnp.zeros(self.n, jnp.float32)
+        return states, env_states, zeros, zeros.astype(jnp.int32), jnp.zeros((), jnp.int32)
+
+    def start(self, carry=None) -> None:
+        """Reset the environments and initialise the agents on the first observations, or
+        continue from a checkpointed ``carry`` (:attr:`carry`)."""
         t0 = time.perf_counter()
-
-        def init(agent_keys, reset_keys, hp):
-            env_states, obs = fleet(self.env.reset, self.n)(reset_keys)
-            states = fleet(self.agent.init, self.n)(agent_keys, obs, hp)
-            zeros = jnp.zeros(self.n, jnp.float32)
-            return states, env_states, zeros, zeros.astype(jnp.int32), jnp.zeros((), jnp.int32)
-
-        self._carry = jax.jit(init)(self._agent_keys, self.reset_keys, self.hparams)
+        self._carry = jax.jit(self._init)(self._agent_keys, self.reset_keys, self.hparams) if carry is None else carry
+        self._diag_fn = jax.jit(lambda c: ((_zero_diagnostics(c[0]),) + tuple(c[1:]), c[0].diag), donate_argnums=0)
+        self._finite_fn = jax.jit(lambda c: _params_finite(c[0], self.n))
         self.compile_s += time.perf_counter() - t0
+
+    def carry_shape(self):
+        """Shapes and dtypes of the carry (the restore target of a checkpoint)."""
+        return jax.eval_shape(self._init, self._agent_keys, self.reset_keys, self.hparams)
 
     def _chunk(self, length: int, trace: bool) -> Callable:
         agent, env, n = self.agent, self.env, self.n
 
-        def one(state, env_state, ep_return, ep_length, key, hp):
+        def one(state, env_state, ep_return, ep_length, key, hp, diagnose):
             env_state, (obs, reward, terminated, truncated, final_obs) = env.step(key, env_state, state.action)
             ts = TimeStep(obs, reward, terminated, truncated, final_obs)
-            new_state, _ = agent.step(state, ts, hp)
+            new_state, _ = agent.step(state, ts, hp, diagnose)
             done = jnp.logical_or(terminated, truncated)
             ep_return, ep_length = ep_return + reward, ep_length + 1
             bad = ~(jnp.isfinite(reward) & jnp.all(jnp.isfinite(final_obs)) & jnp.all(jnp.isfinite(obs)))
-            out = (done, ep_return, ep_length, bad) + ((state.action, ts) if trace else ())
+            diverged = ~jnp.isfinite(new_state.td_error)
+            out = (done, ep_return, ep_length, bad, diverged) + ((state.action, ts) if trace else ())
             ep_return = jnp.where(done, 0.0, ep_return)
             ep_length = jnp.where(done, 0, ep_length)
             return (new_state, env_state, ep_return, ep_length), out
 
-        stepper = fleet(one, n)
+        batched = n > 1
 
         def run(carry, step_keys, hp):
             def body(c, _):
                 states, env_states, ep_return, ep_length, t = c
                 keys = jax.vmap(jax.random.fold_in, (0, None))(step_keys, t)
-                (states, env_states, ep_return, ep_length), out = stepper(
-                    states, env_states, ep_return, ep_length, keys, hp
-                )
+                diagnose = t % DIAGNOSE_EVERY == 0  # unbatched: a real branch, also under vmap
+                args = (states, env_states, ep_return, ep_length, keys, hp)
+                if batched:
+                    (states, env_states, ep_return, ep_length), out = jax.vmap(one, (0,) * 6 + (None,))(*args, diagnose)
+                else:
+                    new, out = one(*jax.tree_util.tree_map(lambda x: x[0], args), diagnose)
+                    (states, env_states, ep_return, ep_length), out = jax.tree_util.tree_map(lambda x: x[None], (new, out))
                 return (states, env_states, ep_return, ep_length, t + 1), out
 
             return jax.lax.scan(body, carry, None, length=length)
@@ -313,9 +380,97 @@ class DeviceFleet:
         self._carry, out = self.compile(steps, trace=trace)(self._carry, self.step_keys, self.hparams)
         return jax.tree_util.tree_map(np.asarray, out)
 
+    def take_diagnostics(self):
+        """The agents' :class:`~streamrl.agents.Diagnostics` since the last call (NumPy,
+        leading N axis); resets them."""
+        self._carry, diag = self._diag_fn(self._carry)
+        return jax.tree_util.tree_map(np.asarray, diag)
+
+    def params_finite(self) -> np.ndarray:
+        """[N] bools: every parameter and trace of agent i is finite."""
+        return np.asarray(self._finite_fn(self._carry))
+
     @property
     def state(self) -> AgentState:
         return self._carry[0]
+
+    @property
+    def carry(self):
+        """(agent states, environment states, episode returns, episode lengths, t)."""
+        return self._carry
+
+
+# -- training ------------------------------------------------------------------------------
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived; the driver checkpoints and stops."""
+
+
+class _Session:
+    """What the host and device loops share: checkpoints, records, metrics, signals.
+
+    SIGINT and SIGTERM set a flag that the loops check every step (host) or chunk
+    (device); the loop then checkpoints and stops cleanly.
+    """
+
+    def __init__(self, cfg: TrainConfig, resolved: Resolved, writer, metrics, start_step: int, prior_wall_s: float):
+        self.cfg, self.resolved, self.writer, self.metrics = cfg, resolved, writer, metrics
+        self.members = resolved.members
+        self.start_step = start_step
+        self.prior_wall_s = prior_wall_s
+        self.last_checkpoint: int | None = start_step if start_step else None
+        self.next_checkpoint = self._after(start_step)
+        self.signal: int | None = None
+        self._handlers: dict = {}
+
+    def _after(self, step: int) -> int | None:
+        every = self.cfg.checkpoint_every
+        return (step // every + 1) * every if every and every > 0 else None
+
+    def due(self, step: int) -> bool:
+        return self.next_checkpoint is not None and step >= self.next_checkpoint
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._handlers[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame):
+        self.signal = signum
+
+    def checkpoint(self, step: int, items: dict, wall_s: float, finite: np.ndarray) -> None:
+        """Flush the records, then write checkpoint ``step`` (records and checkpoint agree
+        after a kill: a resume drops records later than the checkpoint). A fleet with a
+        non-finite parameter is never written: NonFiniteError names the agent."""
+        from streamrl import checkpoint
+
+        if not finite.all():
+            raise _learner_error(step, self.members, int(np.argmin(finite)), self.last_checkpoint)
+        self.writer.flush()
+        meta = dict(
+            final_checkpoint_meta(self.cfg, self.resolved),
+            wall_time_s=self.prior_wall_s + wall_s,
+            episodes=self.writer.episodes_written,
+        )
+        checkpoint.save(self.writer.path, step, items, meta)
+        self.last_checkpoint = step
+        self.next_checkpoint = self._after(step)
+        self.writer.write_summary(steps=step, wall_time_s=self.prior_wall_s + wall_s, status="running")
+
+    def diagnostics(self, step: int, diag, sps: float | None) -> None:
+        if self.metrics is not None:
+            self.metrics.diagnostics(step, diag, sps)
 
 
 def final_checkpoint_meta(cfg: TrainConfig, resolved: Resolved) -> dict:
@@ -326,79 +481,173 @@ def final_checkpoint_meta(cfg: TrainConfig, resolved: Resolved) -> dict:
     return checkpoint_meta(cfg.algo, cfg.env, jsonable(resolved.agent), len(resolved.members))
 
 
-def _save_state(path: Path, cfg: TrainConfig, resolved: Resolved, step: int, state: AgentState) -> None:
-    """Checkpoint the fleet's state (the run directory keeps the final agents for
-    ``streamrl eval``)."""
+def _open_run(cfg: TrainConfig, resolved: Resolved, spec, resume: bool):
+    """The run writer, the TensorBoard log, and (when resuming) the checkpoint's step and
+    meta. A resume drops episode records later than the checkpoint."""
+    from streamrl import checkpoint
+    from streamrl.metrics import MetricsLog
+    from streamrl.results import RunWriter
+
+    if resume:
+        step = checkpoint.latest_step(cfg.run_dir)
+        if step is None:
+            raise CheckpointError(f"{cfg.run_dir} has no checkpoint to resume from (it stopped before the first one)")
+        writer = RunWriter.reopen(cfg.run_dir, resolved.members, resolved.swept, until_step=step)
+    else:
+        step, writer = 0, RunWriter.create(cfg, resolved, spec)
+    metrics = MetricsLog(writer.path, resolved.members) if cfg.tensorboard else None
+    return writer, metrics, step
+
+
+def _restore(cfg, resolved, targets: dict, step: int):
     from streamrl import checkpoint
 
-    checkpoint.save(path, step, state, final_checkpoint_meta(cfg, resolved))
+    items, meta = checkpoint.restore(cfg.run_dir, targets, final_checkpoint_meta(cfg, resolved), step=step)
+    return items, meta
 
 
-def _train_device(cfg: TrainConfig, console) -> Path:
+def _finish(session: _Session, step: int, wall: float, status: str, error, compile_s: float, save) -> None:
+    writer = session.writer
+    if status != "failed" and step > session.start_step and session.last_checkpoint != step:
+        save(step, wall)
+    if session.metrics is not None:
+        session.metrics.close()
+    message = str(error) if error is not None else None
+    if status == "interrupted":
+        message = f"stopped by signal {session.signal} at step {step}; resume with: streamrl train --resume {writer.path}"
+    writer.finish(
+        steps=step, wall_time_s=session.prior_wall_s + wall, status=status, message=message, compile_s=compile_s,
+        resumed_from=session.start_step or None,
+    )
+
+
+def _train_device(cfg: TrainConfig, console, resume: bool) -> Path:
     from streamrl.envs.device import make_device_env
-    from streamrl.results import RunWriter, progress_bar
+    from streamrl.results import progress_bar
 
     env = make_device_env(cfg.env, cfg.max_episode_steps)
     resolved = resolve(cfg, env.spec)
-    writer = RunWriter.create(cfg, resolved, env.spec)
     members = resolved.members
     runner = DeviceFleet(ALGORITHMS[cfg.algo](resolved.agent), env, members)
-    runner.start()
+    writer, metrics, step = _open_run(cfg, resolved, env.spec, resume)
+    prior_wall = 0.0
+    if resume:
+        items, meta = _restore(cfg, resolved, {"agents": runner.carry_shape()[0], "driver": runner.carry_shape()[1:]}, step)
+        runner.start((items["agents"], *items["driver"]))
+        prior_wall = float(meta.get("wall_time_s") or 0.0)
+        console and console.print(f"resumed {writer.path} at step {step:,} (exactly where it stopped)")
+    else:
+        runner.start()
     total, chunk = resolved.total_steps, max(1, min(cfg.chunk_steps, resolved.total_steps))
-    status, error, step, wall = "completed", None, 0, 0.0
-    with progress_bar(total, enabled=cfg.progress, console=console, agents=len(members)) as bar:
+    status, error, wall = "completed", None, 0.0
+
+    def save(at, wall_s):
+        carry = runner.carry
+        session.checkpoint(at, {"agents": carry[0], "driver": carry[1:]}, wall_s, runner.params_finite())
+
+    with _Session(cfg, resolved, writer, metrics, step, prior_wall) as session, progress_bar(
+        total, enabled=cfg.progress, console=console, agents=len(members), completed=step
+    ) as bar:
         try:
             while step < total:
+                if session.signal is not None:
+                    raise StopRequested
                 length = min(chunk, total - step)
+                if session.next_checkpoint is not None:
+                    length = min(length, session.next_checkpoint - step)
                 runner.compile(length)
                 t0 = time.perf_counter()
-                done, ep_return, ep_length, bad = runner.run(length)
+                done, ep_return, ep_length, bad, diverged = runner.run(length)
                 wall += time.perf_counter() - t0
-                if bad.any():
-                    k, i = np.argwhere(bad)[0]
+                if bad.any() or diverged.any():
+                    k, i = np.argwhere(bad | diverged)[0]
                     done = done[: k + 1]
-                    error = NonFiniteError(
-                        f"{cfg.env} returned a non-finite value at step {step + k + 1}{_agent_label(members, int(i))}; "
-                        "run stopped",
-                        int(step + k + 1),
+                    at = int(step + k + 1)
+                    error = (
+                        NonFiniteError(f"{cfg.env} returned a non-finite value at step {at}{_agent_label(members, int(i))}; run stopped", at)
+                        if bad[k, i] else _learner_error(at, members, int(i), session.last_checkpoint)
                     )
-                for k, i in np.argwhere(done):
-                    writer.add_episode(
-                        agent=int(i), end_step=step + int(k) + 1,
-                        episodic_return=float(ep_return[k, i]), length=int(ep_length[k, i]),
-                    )
+                records = [(int(i), step + int(k) + 1, float(ep_return[k, i]), int(ep_length[k, i])) for k, i in np.argwhere(done)]
+                for i, end, ret, length_ in records:
+                    writer.add_episode(agent=i, end_step=end, episodic_return=ret, length=length_)
+                if metrics is not None:
+                    metrics.episodes(records)
                 if error is not None:
                     status, step = "failed", error.step
                     break
                 step += length
+                session.diagnostics(step, runner.take_diagnostics(), step / wall if wall else None)
+                if session.due(step):
+                    save(step, wall)
                 bar.update(step, writer.episodes_written, writer.recent_return())
                 writer.maybe_flush()
-        except KeyboardInterrupt as exc:
-            status, error = "interrupted", exc
-    writer.finish(steps=step, wall_time_s=wall, status=status, message=str(error) if error else None, compile_s=runner.compile_s)
-    if status != "failed":
-        _save_state(writer.path, cfg, resolved, step, runner.state)
+        except StopRequested:
+            status = "interrupted"
+    _finish(session, step, wall, status, error, runner.compile_s, save)
+    if status == "interrupted":
+        raise Interrupted(writer.path, step, session.signal)
     if error is not None:
         raise error
     return writer.path
+
+
+class Interrupted(Exception):
+    """A run stopped by SIGINT or SIGTERM after writing a checkpoint."""
+
+    def __init__(self, path: Path, step: int, signum: int | None):
+        super().__init__(f"stopped at step {step:,}; checkpoint written; resume with: streamrl train --resume {path}")
+        self.path, self.step, self.signum = path, step, signum
+
+
+def resume_config(cfg: TrainConfig) -> TrainConfig:
+    """The recorded configuration of ``cfg.resume``'s run, with ``--total-steps``,
+    ``--progress`` and ``--checkpoint-every`` taken from ``cfg`` when given."""
+    import dataclasses
+    import json
+
+    from streamrl.config import config_from_json
+
+    path = Path(cfg.resume)
+    try:
+        recorded = json.loads((path / "config.json").read_text())["options"]
+    except FileNotFoundError:
+        raise ConfigError(f"--resume {path}: not a run directory (no config.json)") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--resume {path}: config.json is damaged ({type(exc).__name__}); cannot resume") from None
+    old = config_from_json(recorded)
+    schedule = old.schedule_steps or json.loads((path / "config.json").read_text()).get("total_steps")
+    changes = dict(run_dir=path, resume=path, progress=cfg.progress, schedule_steps=schedule)
+    if cfg.total_steps is not None:
+        changes["total_steps"] = cfg.total_steps
+    defaults = TrainConfig()
+    if cfg.checkpoint_every != defaults.checkpoint_every:
+        changes["checkpoint_every"] = cfg.checkpoint_every
+    return dataclasses.replace(old, **changes)
 
 
 def train(cfg: TrainConfig, *, console=None) -> Path:
     """Run ``cfg`` (one agent, or a fleet of seeds × hyper-parameter settings) and write
     its run directory. The id picks the driver: ``gymnax:``/``brax:`` run on the device
     driver (:class:`DeviceFleet`), ``envpool:`` and Gymnasium ids on the host driver
-    (:class:`HostStepper`).
+    (:class:`HostStepper`). With ``cfg.resume`` the run continues from its last checkpoint
+    (see :func:`resume_config`): exactly on the device driver; with a fresh episode on
+    host environments (their state cannot be saved).
 
     Returns the run directory. Raises the streamrl errors of the environment factories
-    and of :func:`~streamrl.config.resolve` before anything is written, and
+    and of :func:`~streamrl.config.resolve` before anything is written;
     :class:`~streamrl.errors.NonFiniteError` (after writing the records so far and a
-    summary with ``status: failed``) when an environment emits NaN or inf.
+    summary with ``status: failed``) when an environment emits NaN or inf or an agent's TD
+    error or parameters become non-finite; :class:`Interrupted` after SIGINT or SIGTERM
+    (a checkpoint is written first); :class:`~streamrl.errors.CheckpointError` when the
+    checkpoint to resume from is missing, corrupt or belongs to another run.
     """
     from streamrl.envs.device import is_device_id
-    from streamrl.results import RunWriter, progress_bar
 
+    resume = cfg.resume is not None
+    if resume:
+        cfg = resume_config(cfg)
     if is_device_id(cfg.env):
-        return _train_device(cfg, console)
+        return _train_device(cfg, console, resume)
     if cfg.env.startswith("envpool:"):
         from streamrl.envs.pool import make_envpool as make_batch
     else:
@@ -408,28 +657,55 @@ def train(cfg: TrainConfig, *, console=None) -> Path:
         resolved: Resolved = resolve(cfg, probe.spec)
     finally:
         probe.close()
-    envs = make_batch(cfg.env, [m.seed for m in resolved.members], cfg.max_episode_steps)
+    writer, metrics, step = _open_run(cfg, resolved, probe.spec, resume)
+    seeds = [m.seed for m in resolved.members]
+    if resume:  # a fresh episode, on environment seeds the run has not used
+        seeds = [int(np.random.SeedSequence([s, step]).generate_state(1)[0] >> 1) for s in seeds]
+    envs = make_batch(cfg.env, seeds, cfg.max_episode_steps)
     try:
-        writer = RunWriter.create(cfg, resolved, envs.spec)
-        _loop(cfg, envs, resolved, writer, console, progress_bar)
+        _loop(cfg, envs, resolved, writer, metrics, step, console)
     finally:
         envs.close()
     return writer.path
 
 
-def _loop(cfg, envs, resolved: Resolved, writer, console, progress_bar) -> None:
+def _loop(cfg, envs, resolved: Resolved, writer, metrics, step: int, console) -> None:
+    from streamrl.results import progress_bar
+
     agent = ALGORITHMS[cfg.algo](resolved.agent)
     members = resolved.members
     stepper = HostStepper(agent, members, masked=getattr(envs, "masked", False))
     total = resolved.total_steps
     obs = envs.reset()
     zeros = np.zeros(len(members))
-    _check_finite(obs, zeros, 0, cfg.env, members)
-    actions = stepper.start(obs)
+    _check_finite(obs, zeros, step, cfg.env, members)
+    prior_wall = 0.0
+    if step:
+        target = jax.eval_shape(fleet(agent.init, len(members)), stepper._keys, jnp.asarray(obs, jnp.float32), stepper.hparams)
+        items, meta = _restore(cfg, resolved, {"agents": target}, step)
+        prior_wall = float(meta.get("wall_time_s") or 0.0)
+        actions = stepper.start(obs, items["agents"])
+        if console is not None:
+            console.print(
+                f"resumed {writer.path} at step {step:,}: every agent starts a fresh episode "
+                "(host environments cannot be checkpointed)"
+            )
+    else:
+        actions = stepper.start(obs)
+    discrete = agent.config.discrete
     status, error = "completed", None
     t0 = time.perf_counter()
-    step = 0
-    with progress_bar(total, enabled=cfg.progress, console=console, agents=len(members)) as bar:
+
+    def wall_now():
+        return time.perf_counter() - t0
+
+    def save(at, wall_s):
+        session.checkpoint(at, {"agents": stepper.state}, wall_s, stepper.params_finite())
+
+    start = step
+    with _Session(cfg, resolved, writer, metrics, step, prior_wall) as session, progress_bar(
+        total, enabled=cfg.progress, console=console, agents=len(members), completed=step
+    ) as bar:
         try:
             while step < total:
                 obs, rewards, terminated, truncated, final_obs, episodes, active = envs.step(actions)
@@ -439,20 +715,31 @@ def _loop(cfg, envs, resolved: Resolved, writer, console, progress_bar) -> None:
                     _check_finite(obs, zeros, step, cfg.env, members)
                     for i, episodic_return, length in episodes:
                         writer.add_episode(agent=i, end_step=step, episodic_return=episodic_return, length=length)
-                actions = stepper.step(obs, rewards, terminated, truncated, final_obs, active)
+                    if metrics is not None:
+                        metrics.episodes([(i, step, r, n) for i, r, n in episodes])
+                actions = stepper.step(obs, rewards, terminated, truncated, final_obs, active, step % DIAGNOSE_EVERY == 0)
+                if (actions.min() < 0) if discrete else not np.isfinite(actions).all():
+                    bad = actions.reshape(len(members), -1)
+                    i = int(np.argmax((bad < 0).any(axis=1) if discrete else ~np.isfinite(bad).all(axis=1)))
+                    raise _learner_error(step, members, i, session.last_checkpoint)
+                if session.due(step):
+                    save(step, wall_now())
                 if step % 1024 == 0:
+                    if session.signal is not None:
+                        raise StopRequested
                     bar.update(step, writer.episodes_written, writer.recent_return())
-                    writer.maybe_flush()
+                    if writer.maybe_flush():
+                        session.diagnostics(step, stepper.take_diagnostics(), (step - start) / wall_now())
         except NonFiniteError as exc:
             status, error = "failed", exc
-        except KeyboardInterrupt as exc:
-            status, error = "interrupted", exc
-        wall = time.perf_counter() - t0
+        except StopRequested:
+            status = "interrupted"
+        wall = wall_now()
         bar.update(step, writer.episodes_written, writer.recent_return())
-    writer.finish(
-        steps=step, wall_time_s=wall, status=status, message=str(error) if error else None, compile_s=stepper.compile_s
-    )
-    if status != "failed":
-        _save_state(writer.path, cfg, resolved, step, stepper.state)
+        if status != "failed":
+            session.diagnostics(step, stepper.take_diagnostics(), (step - start) / wall if wall else None)
+    _finish(session, step, wall, status, error, stepper.compile_s, save)
+    if status == "interrupted":
+        raise Interrupted(writer.path, step, session.signal)
     if error is not None:
         raise error

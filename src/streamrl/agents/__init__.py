@@ -1,7 +1,7 @@
 """The stream-x agents, one module per algorithm family, and the registry by name."""
 
 from streamrl.agents.ac import StreamAC
-from streamrl.agents.base import AgentConfig, AgentState, HParams, StreamAgent, TimeStep, validate_hparams
+from streamrl.agents.base import AgentConfig, AgentState, Diagnostics, HParams, StreamAgent, TimeStep, validate_hparams
 from streamrl.agents.control import StreamQ, StreamSARSA
 from streamrl.agents.td import StreamTD
 
@@ -12,6 +12,7 @@ __all__ = [
     "ALGORITHMS",
     "AgentConfig",
     "AgentState",
+    "Diagnostics",
     "HParams",
     "StreamAC",
     "StreamAgent",

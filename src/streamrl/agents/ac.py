@@ -83,7 +83,7 @@ class StreamAC(StreamAgent):
         log_prob, entropy = self.log_prob_and_entropy(actor_params, obs, action)
         return log_prob + entropy_coef * jnp.sign(td_error) * entropy
 
-    def step(self, state: AgentState, ts: TimeStep, hp: HParams):
+    def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True):
         norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
 
@@ -97,5 +97,9 @@ class StreamAC(StreamAgent):
                 name, state.params[name], state.opt_state[name], grads, td_error, o.done, hp
             )
         action, nongreedy = self._act(params, o.act_obs, step, action_key(state.key, step), hp)
-        new_state = AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error)
+        overshoot = self.overshoot_check(
+            diagnose, td_error, lambda: self.state_value_td_error_after("critic", params["critic"], state.obs, o, hp)
+        )
+        diag = state.diag.record(td_error, overshoot, opt_state["critic"].step_size, opt_state["actor"].step_size)
+        new_state = AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error, diag)
         return new_state, action

@@ -32,6 +32,7 @@ __all__ = [
     "AgentConfig",
     "AgentState",
     "StreamNorm",
+    "Diagnostics",
     "Observation",
     "StreamAgent",
     "validate_hparams",
@@ -215,6 +216,54 @@ class StreamNorm(NamedTuple):
     episode_step: jax.Array
 
 
+class Diagnostics(NamedTuple):
+    """Learning diagnostics summed over the steps since the driver last read them (it
+    resets them after each read; they never influence learning).
+
+    Attributes:
+      count: int32 scalar, updates summed.
+      abs_td_sum, td_sq_sum: float32 scalars, Σ|δ| and Σδ².
+      abs_td_max: float32 scalar, max |δ|.
+      step_size_sum: float32 scalar, Σα, the ObGD effective step size of the value / Q
+        network (the critic for Stream AC).
+      policy_step_size_sum: float32 scalar, Σα of Stream AC's actor (0 otherwise).
+      overshoot_checks: int32 scalar, updates whose δ′ was recomputed (the drivers check
+        every 16th update: it costs extra forward passes).
+      overshoots: int32 scalar, checked updates after which the TD error recomputed on the
+        same sample, δ′, had the opposite sign of δ (REFERENCE.md "Overshooting").
+    """
+
+    count: jax.Array
+    abs_td_sum: jax.Array
+    td_sq_sum: jax.Array
+    abs_td_max: jax.Array
+    step_size_sum: jax.Array
+    policy_step_size_sum: jax.Array
+    overshoot_checks: jax.Array
+    overshoots: jax.Array
+
+    @staticmethod
+    def zeros() -> "Diagnostics":
+        i, f = jnp.zeros((), jnp.int32), jnp.zeros((), jnp.float32)
+        return Diagnostics(i, f, f, f, f, f, i, i)
+
+    def record(self, td_error, overshoot, step_size, policy_step_size=0.0) -> "Diagnostics":
+        """Add one update: δ, the ``(checked, overshot)`` pair of
+        :meth:`StreamAgent.overshoot_check`, and the step sizes."""
+        abs_td = jnp.abs(td_error)
+        checked, overshot = overshoot
+        return Diagnostics(
+            self.count + 1,
+            self.abs_td_sum + abs_td,
+            self.td_sq_sum + jnp.square(td_error),
+            jnp.maximum(self.abs_td_max, abs_td),
+            self.step_size_sum + step_size,
+            self.policy_step_size_sum + policy_step_size,
+            self.overshoot_checks + checked,
+            self.overshoots + overshot,
+        )
+
+
 class AgentState(NamedTuple):
     """Everything an agent carries from one step to the next (one stream).
 
@@ -230,6 +279,7 @@ class AgentState(NamedTuple):
         ``action_key(key, t)`` (so a resumed run draws the same numbers).
       step: int32 scalar, environment steps learned from so far.
       td_error: float32 scalar, δ of the last update (0 before the first).
+      diag: :class:`Diagnostics` since the driver last read them.
     """
 
     params: dict
@@ -241,6 +291,7 @@ class AgentState(NamedTuple):
     key: jax.Array
     step: jax.Array
     td_error: jax.Array
+    diag: Diagnostics
 
 
 class Observation(NamedTuple):
@@ -321,6 +372,40 @@ class StreamAgent(abc.ABC):
         )
         (grads,) = vjp(cotangent)
         return value, grads, jax.tree_util.tree_map(lambda x: x[1], out)
+
+    def forward_pair(self, name, params, obs, next_obs):
+        """Head outputs of network ``name`` at s and at s′ (one batch of two for MLPs, two
+        passes for conv torsos, as :meth:`paired_value_and_grad`)."""
+        apply = functools.partial(self.apply, name)
+        if self.config.torso != "mlp":
+            return apply(params, obs), apply(params, next_obs)
+        out = jax.vmap(apply, (None, 0))(params, jnp.stack([obs, next_obs]))
+        return jax.tree_util.tree_map(lambda x: x[0], out), jax.tree_util.tree_map(lambda x: x[1], out)
+
+    @staticmethod
+    def overshoot_check(diagnose, td_error, td_after_fn) -> tuple[jax.Array, jax.Array]:
+        """``(checked, overshot)`` int32 scalars: whether δ′ = ``td_after_fn()`` (the TD
+        error recomputed on the same sample with the new parameters) was computed, and
+        whether it has the opposite sign of δ. ``diagnose`` is a Python bool or an
+        unbatched traced bool; a traced one runs ``td_after_fn`` under ``lax.cond``, so
+        skipped checks cost no forward passes (also under ``vmap``, where the predicate
+        stays unbatched)."""
+
+        def check():
+            return jnp.ones((), jnp.int32), (td_error * td_after_fn() < 0).astype(jnp.int32)
+
+        def skip():
+            return jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)
+
+        if isinstance(diagnose, bool):
+            return check() if diagnose else skip()
+        return jax.lax.cond(diagnose, check, skip)
+
+    def state_value_td_error_after(self, name, params, obs, o: "Observation", hp: HParams):
+        """δ′ = r + γ·bootstrap·v′(s′) − v′(s) with the updated parameters ``params`` of
+        state-value network ``name`` (the overshooting diagnostic)."""
+        (v_s,), (v_next,) = self.forward_pair(name, params, obs, o.next_obs)
+        return o.reward + hp.gamma * o.bootstrap * v_next[0] - v_s[0]
 
     def state_value_td_error(self, name, params, obs, o: "Observation", hp: HParams):
         """δ = r + γ·bootstrap·v(s′) − v(s) of state-value network ``name`` (its head 0
@@ -419,12 +504,33 @@ class StreamAgent(abc.ABC):
         opt_state = {name: self.optimizer(name, hp).init(p) for name, p in params.items()}
         step = jnp.zeros((), jnp.int32)
         action, nongreedy = self._act(params, x, step, action_key(key, step), hp)
-        return AgentState(params, opt_state, norm, x, action, nongreedy, key, step, jnp.zeros((), jnp.float32))
+        return AgentState(
+            params, opt_state, norm, x, action, nongreedy, key, step, jnp.zeros((), jnp.float32), Diagnostics.zeros()
+        )
+
+    def restart(self, state: AgentState, obs: jax.Array, hp: HParams) -> AgentState:
+        """Start a fresh episode at raw ``obs`` without learning (a resumed host run: the
+        environment was reset and the transition in flight is lost). As at an episode end:
+        ``obs`` goes through the observation normaliser, the traces and the reward trace
+        are zeroed, the time feature and the frame stack restart, and the action is chosen
+        with the stream's key for the current step. Parameters, normaliser statistics and
+        AdaptiveObGD's second moments are kept."""
+        stats = nz.welford_update(state.norm.obs, obs.astype(jnp.float32))
+        episode_step = jnp.zeros((), jnp.int32)
+        x = self._with_time(self._fill(self._normalize_obs(stats, obs, hp)), episode_step)
+        norm = StreamNorm(stats, state.norm.reward._replace(trace=jnp.zeros_like(state.norm.reward.trace)), episode_step)
+        opt_state = {
+            name: s._replace(trace=jax.tree_util.tree_map(jnp.zeros_like, s.trace)) for name, s in state.opt_state.items()
+        }
+        action, nongreedy = self._act(state.params, x, state.step, action_key(state.key, state.step), hp)
+        return state._replace(opt_state=opt_state, norm=norm, obs=x, action=action, nongreedy=nongreedy)
 
     @abc.abstractmethod
     def _act(self, params, obs, step, key, hp):
         """Choose an action at normalised ``obs``: returns (action, nongreedy)."""
 
     @abc.abstractmethod
-    def step(self, state: AgentState, ts: TimeStep, hp: HParams) -> tuple[AgentState, jax.Array]:
-        """Learn from (s, a, r, s′) and choose the next action; returns (state, action)."""
+    def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True) -> tuple[AgentState, jax.Array]:
+        """Learn from (s, a, r, s′) and choose the next action; returns (state, action).
+        ``diagnose`` (Python bool or unbatched traced bool) recomputes δ′ after the update
+        for the overshooting diagnostic (:class:`Diagnostics`)."""

@@ -58,7 +58,7 @@ class StreamQ(StreamAgent):
     def _act(self, params, obs, step, key, hp):
         return epsilon_greedy(self.q_values(params, obs), epsilon_at(step, hp), key)
 
-    def step(self, state: AgentState, ts: TimeStep, hp: HParams):
+    def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True):
         norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
         # a′ (SARSA, episode goes on) and the reset action (episode ended) are the same
@@ -84,7 +84,14 @@ class StreamQ(StreamAgent):
         if self.sarsa:
             action = jnp.where(o.done, action, next_action)
             nongreedy = jnp.where(o.done, nongreedy, next_nongreedy)
-        new_state = AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error)
+
+        def td_after():  # the overshooting diagnostic: δ′ on the same sample, new parameters
+            (q_s_new,), (q_next_new,) = self.forward_pair("q", q_params, state.obs, o.next_obs)
+            bootstrap_new = q_next_new[next_action] if self.sarsa else jnp.max(q_next_new)
+            return o.reward + hp.gamma * o.bootstrap * bootstrap_new - q_s_new[state.action]
+
+        diag = state.diag.record(td_error, self.overshoot_check(diagnose, td_error, td_after), q_opt.step_size)
+        new_state = AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error, diag)
         return new_state, action
 
 

@@ -38,11 +38,15 @@ class StreamTD(StreamAgent):
             action = jax.random.uniform(key, (c.action_dim,), jnp.float32, low, high)
         return action, jnp.zeros((), bool)
 
-    def step(self, state: AgentState, ts: TimeStep, hp: HParams):
+    def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True):
         norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
         td_error, grads = self.state_value_td_error("v", state.params["v"], state.obs, o, hp)
         v_params, v_opt = self.apply_update("v", state.params["v"], state.opt_state["v"], grads, td_error, o.done, hp)
         params, opt_state = {"v": v_params}, {"v": v_opt}
         action, nongreedy = self._act(params, o.act_obs, step, action_key(state.key, step), hp)
-        return AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error), action
+        overshoot = self.overshoot_check(
+            diagnose, td_error, lambda: self.state_value_td_error_after("v", v_params, state.obs, o, hp)
+        )
+        diag = state.diag.record(td_error, overshoot, v_opt.step_size)
+        return AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error, diag), action
