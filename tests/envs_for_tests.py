@@ -45,6 +45,16 @@ class InfObsEnv(_Base):
         return obs, r, term, trunc, info
 
 
+class HugeRewardEnv(_Base):
+    """Episodes of 3 steps with varied observations; from global step 250 on the reward is
+    3e38 (finite): with --kappa 0 and no reward scaling, the learner's parameters blow up."""
+
+    def step(self, action):
+        obs, r, term, trunc, info = super().step(action)
+        obs = np.array([np.sin(self.total), np.cos(self.total), float(action)], np.float32)
+        return obs, (3e38 if self.total >= 250 else r), term, trunc, info
+
+
 class DictObsEnv(_Base):
     def __init__(self):
         super().__init__()
@@ -60,4 +70,5 @@ class MultiDiscreteEnv(_Base):
 gym.register("NaNReward-v0", entry_point=NaNRewardEnv)
 gym.register("InfObs-v0", entry_point=InfObsEnv)
 gym.register("DictObs-v0", entry_point=DictObsEnv)
+gym.register("HugeReward-v0", entry_point=HugeRewardEnv)
 gym.register("MultiDiscreteAct-v0", entry_point=MultiDiscreteEnv)

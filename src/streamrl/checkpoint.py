@@ -19,7 +19,7 @@ import jax
 
 from streamrl.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_DIR", "MAX_TO_KEEP", "save", "restore", "latest_step", "checkpoint_meta"]
+__all__ = ["CHECKPOINT_DIR", "MAX_TO_KEEP", "save", "restore", "read_meta", "latest_step", "checkpoint_meta"]
 
 CHECKPOINT_DIR = "checkpoints"
 MAX_TO_KEEP = 2
@@ -70,25 +70,10 @@ def latest_step(run_dir: Path) -> int | None:
         return manager.latest_step()
 
 
-def restore(run_dir: Path, targets: dict[str, Any], expected_meta: dict, step: int | None = None) -> tuple[dict, dict]:
-    """Read checkpoint ``step`` (default: the newest).
-
-    Args:
-      run_dir: the run directory.
-      targets: name → pytree with the shapes and dtypes to restore (arrays or
-        ``jax.ShapeDtypeStruct``), e.g. ``{"agents": jax.eval_shape(fleet init)}``; a subset
-        of the checkpoint's items may be asked for.
-      expected_meta: :func:`checkpoint_meta` of the run being restored into; every key
-        must match the checkpoint's.
-
-    Returns:
-      ``(items, meta)``: name → restored pytree, and the checkpoint's meta.
-
-    Raises:
-      CheckpointError: there is no checkpoint; it is unreadable (corrupt or incomplete);
-        or it belongs to another algorithm, environment, network, fleet size or streamrl
-        version.
-    """
+def read_meta(run_dir: Path, expected_meta: dict, step: int | None = None) -> tuple[int, dict]:
+    """The step and meta of checkpoint ``step`` (default: the newest), checked against
+    ``expected_meta`` without reading any array (what a resume checks before it touches
+    the run directory). Raises CheckpointError as :func:`restore`."""
     import orbax.checkpoint as ocp
 
     step = latest_step(run_dir) if step is None else step
@@ -116,6 +101,32 @@ def restore(run_dir: Path, targets: dict[str, Any], expected_meta: dict, step: i
             f"checkpoint {path} was written by streamrl {meta.get('streamrl')}, this is "
             f"{expected_meta['streamrl']}; install that version to use it"
         )
+    return step, meta
+
+
+def restore(run_dir: Path, targets: dict[str, Any], expected_meta: dict, step: int | None = None) -> tuple[dict, dict]:
+    """Read checkpoint ``step`` (default: the newest).
+
+    Args:
+      run_dir: the run directory.
+      targets: name → pytree with the shapes and dtypes to restore (arrays or
+        ``jax.ShapeDtypeStruct``), e.g. ``{"agents": jax.eval_shape(fleet init)}``; a subset
+        of the checkpoint's items may be asked for.
+      expected_meta: :func:`checkpoint_meta` of the run being restored into; every key
+        must match the checkpoint's.
+
+    Returns:
+      ``(items, meta)``: name → restored pytree, and the checkpoint's meta.
+
+    Raises:
+      CheckpointError: there is no checkpoint; it is unreadable (corrupt or incomplete);
+        or it belongs to another algorithm, environment, network, fleet size or streamrl
+        version.
+    """
+    import orbax.checkpoint as ocp
+
+    step, meta = read_meta(run_dir, expected_meta, step)
+    path = Path(run_dir) / CHECKPOINT_DIR / str(step)
     abstract = {
         name: ocp.args.StandardRestore(jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), target))
         for name, target in targets.items()

@@ -1,9 +1,10 @@
-"""The ``streamrl`` command line: ``train``, ``eval``, ``plot`` and ``envs``.
+"""The ``streamrl`` command line: ``train``, ``eval``, ``plot``, ``report`` and ``envs``.
 
     streamrl train                              # default task: Stream Q(λ) on CartPole-v1
     streamrl train ac --env HalfCheetah-v5 --total-steps 200000 --seed 1 --lambda 0.8
     streamrl eval runs/<run> --episodes 10 --video
     streamrl plot runs/* --out curve.png
+    streamrl report runs/* --out report          # rliable: IQM etc. with bootstrap CIs
     streamrl envs                               # registered ids streamrl can train on
 
 Errors a user can fix print one line, ``error: …``, and exit with status 2; a run stopped
@@ -18,13 +19,14 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
 from streamrl.config import TrainConfig
 from streamrl.errors import NonFiniteError, StreamRLError
 
-__all__ = ["main", "PlotConfig", "EnvsConfig", "EvalConfig"]
+__all__ = ["main", "PlotConfig", "EnvsConfig", "EvalConfig", "ReportConfig"]
 
 
 @dataclasses.dataclass
@@ -59,6 +61,24 @@ class EvalConfig:
 
 
 @dataclasses.dataclass
+class ReportConfig:
+    """Aggregate runs, seeds and tasks with rliable: IQM, mean, median and optimality gap
+    with stratified-bootstrap 95% CIs, performance profiles, probability of improvement;
+    human-normalised scores for Atari. Writes report.md, report.json and PNG figures."""
+
+    run_dirs: tyro.conf.Positional[tuple[Path, ...]]
+    """Run directories (any mix of algorithms, settings, seeds and tasks)."""
+    out: Path = Path("report")
+    """Output directory."""
+    normalize: Literal["auto", "none", "human", "minmax"] = "auto"
+    """auto: human-normalised when every task is an Atari game, else raw returns."""
+    reps: int = 2000
+    """Bootstrap resamples."""
+    seed: int = 0
+    """Seed of the bootstrap."""
+
+
+@dataclasses.dataclass
 class EnvsConfig:
     """List the environment ids streamrl can train on (optionally filtered by a substring)."""
 
@@ -74,7 +94,7 @@ def _train(cfg: TrainConfig) -> int:
     try:
         path = train(cfg, console=console)
     except Interrupted as exc:
-        console.print(f"interrupted: {exc}")
+        print(f"interrupted: {exc}", file=sys.stderr)
         return 128 + (exc.signum or 2)  # 130 for SIGINT, 143 for SIGTERM
     console.print(_summary_lines(json.loads((path / "summary.json").read_text()), path))
     return 0
@@ -127,6 +147,15 @@ def _eval(cfg: EvalConfig) -> int:
     return 0
 
 
+def _report(cfg: ReportConfig) -> int:
+    from streamrl.report import report
+
+    report(cfg.run_dirs, cfg.out, normalize=cfg.normalize, reps=cfg.reps, seed=cfg.seed)
+    print((cfg.out / "report.md").read_text(), end="")
+    print(f"\nwritten: {cfg.out}/ (report.md, report.json, aggregate.png, profiles.png)")
+    return 0
+
+
 def _envs(cfg: EnvsConfig) -> int:
     """Print the ids streamrl can train on: Gymnasium's registry, and the gymnax, brax and
     EnvPool ids when those extras are installed."""
@@ -157,12 +186,12 @@ def _envs(cfg: EnvsConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``streamrl`` and ``python -m streamrl``; returns the exit status."""
     cmd = tyro.extras.subcommand_cli_from_dict(
-        {"train": TrainConfig, "eval": EvalConfig, "plot": PlotConfig, "envs": EnvsConfig},
+        {"train": TrainConfig, "eval": EvalConfig, "plot": PlotConfig, "report": ReportConfig, "envs": EnvsConfig},
         prog="streamrl",
         args=sys.argv[1:] if argv is None else argv,
         description="streamrl: streaming deep reinforcement learning (stream-x) in JAX",
     )
-    handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, EnvsConfig: _envs}[type(cmd)]
+    handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, ReportConfig: _report, EnvsConfig: _envs}[type(cmd)]
     try:
         return handler(cmd)
     except NonFiniteError as exc:

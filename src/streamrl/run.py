@@ -481,29 +481,26 @@ def final_checkpoint_meta(cfg: TrainConfig, resolved: Resolved) -> dict:
     return checkpoint_meta(cfg.algo, cfg.env, jsonable(resolved.agent), len(resolved.members))
 
 
-def _open_run(cfg: TrainConfig, resolved: Resolved, spec, resume: bool):
-    """The run writer, the TensorBoard log, and (when resuming) the checkpoint's step and
-    meta. A resume drops episode records later than the checkpoint."""
+def _open_run(cfg: TrainConfig, resolved: Resolved, spec, targets: dict | None):
+    """The run writer, the TensorBoard log, the start step and, when resuming (``targets``
+    given: item name → shapes to restore), the checkpoint's items and meta. A resume reads
+    and checks the whole checkpoint before it touches the run directory, then drops
+    episode records later than the checkpoint."""
     from streamrl import checkpoint
     from streamrl.metrics import MetricsLog
     from streamrl.results import RunWriter
 
-    if resume:
+    items, meta = None, {}
+    if targets is not None:
         step = checkpoint.latest_step(cfg.run_dir)
         if step is None:
             raise CheckpointError(f"{cfg.run_dir} has no checkpoint to resume from (it stopped before the first one)")
+        items, meta = checkpoint.restore(cfg.run_dir, targets, final_checkpoint_meta(cfg, resolved), step=step)
         writer = RunWriter.reopen(cfg.run_dir, resolved.members, resolved.swept, until_step=step)
     else:
         step, writer = 0, RunWriter.create(cfg, resolved, spec)
     metrics = MetricsLog(writer.path, resolved.members) if cfg.tensorboard else None
-    return writer, metrics, step
-
-
-def _restore(cfg, resolved, targets: dict, step: int):
-    from streamrl import checkpoint
-
-    items, meta = checkpoint.restore(cfg.run_dir, targets, final_checkpoint_meta(cfg, resolved), step=step)
-    return items, meta
+    return writer, metrics, step, items, meta
 
 
 def _finish(session: _Session, step: int, wall: float, status: str, error, compile_s: float, save) -> None:
@@ -529,13 +526,15 @@ def _train_device(cfg: TrainConfig, console, resume: bool) -> Path:
     resolved = resolve(cfg, env.spec)
     members = resolved.members
     runner = DeviceFleet(ALGORITHMS[cfg.algo](resolved.agent), env, members)
-    writer, metrics, step = _open_run(cfg, resolved, env.spec, resume)
+    shape = runner.carry_shape()
+    targets = {"agents": shape[0], "driver": shape[1:]} if resume else None
+    writer, metrics, step, items, meta = _open_run(cfg, resolved, env.spec, targets)
     prior_wall = 0.0
     if resume:
-        items, meta = _restore(cfg, resolved, {"agents": runner.carry_shape()[0], "driver": runner.carry_shape()[1:]}, step)
         runner.start((items["agents"], *items["driver"]))
         prior_wall = float(meta.get("wall_time_s") or 0.0)
-        console and console.print(f"resumed {writer.path} at step {step:,} (exactly where it stopped)")
+        if console is not None:
+            console.print(f"resumed {writer.path} at step {step:,} (exactly where it stopped)", soft_wrap=True)
     else:
         runner.start()
     total, chunk = resolved.total_steps, max(1, min(cfg.chunk_steps, resolved.total_steps))
@@ -657,22 +656,28 @@ def train(cfg: TrainConfig, *, console=None) -> Path:
         resolved: Resolved = resolve(cfg, probe.spec)
     finally:
         probe.close()
-    writer, metrics, step = _open_run(cfg, resolved, probe.spec, resume)
+    agent = ALGORITHMS[cfg.algo](resolved.agent)
+    targets = None
+    if resume:
+        n = len(resolved.members)
+        keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in resolved.members])
+        obs = jnp.zeros((n, *probe.spec.obs_shape), jnp.float32)
+        targets = {"agents": jax.eval_shape(fleet(agent.init, n), keys, obs, stack_hparams(resolved.members))}
+    writer, metrics, step, items, meta = _open_run(cfg, resolved, probe.spec, targets)
     seeds = [m.seed for m in resolved.members]
     if resume:  # a fresh episode, on environment seeds the run has not used
         seeds = [int(np.random.SeedSequence([s, step]).generate_state(1)[0] >> 1) for s in seeds]
     envs = make_batch(cfg.env, seeds, cfg.max_episode_steps)
     try:
-        _loop(cfg, envs, resolved, writer, metrics, step, console)
+        _loop(cfg, envs, resolved, agent, writer, metrics, step, items, meta, console)
     finally:
         envs.close()
     return writer.path
 
 
-def _loop(cfg, envs, resolved: Resolved, writer, metrics, step: int, console) -> None:
+def _loop(cfg, envs, resolved: Resolved, agent, writer, metrics, step: int, items, meta, console) -> None:
     from streamrl.results import progress_bar
 
-    agent = ALGORITHMS[cfg.algo](resolved.agent)
     members = resolved.members
     stepper = HostStepper(agent, members, masked=getattr(envs, "masked", False))
     total = resolved.total_steps
@@ -680,15 +685,14 @@ def _loop(cfg, envs, resolved: Resolved, writer, metrics, step: int, console) ->
     zeros = np.zeros(len(members))
     _check_finite(obs, zeros, step, cfg.env, members)
     prior_wall = 0.0
-    if step:
-        target = jax.eval_shape(fleet(agent.init, len(members)), stepper._keys, jnp.asarray(obs, jnp.float32), stepper.hparams)
-        items, meta = _restore(cfg, resolved, {"agents": target}, step)
+    if items is not None:
         prior_wall = float(meta.get("wall_time_s") or 0.0)
         actions = stepper.start(obs, items["agents"])
         if console is not None:
             console.print(
                 f"resumed {writer.path} at step {step:,}: every agent starts a fresh episode "
-                "(host environments cannot be checkpointed)"
+                "(host environments cannot be checkpointed)",
+                soft_wrap=True,
             )
     else:
         actions = stepper.start(obs)
