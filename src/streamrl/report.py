@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +55,8 @@ def load_scores(run_dirs) -> list[dict]:
     """
     import pandas as pd
 
+    from streamrl.results import tail_mean
+
     records = []
     for run in map(Path, run_dirs):
         try:
@@ -65,13 +66,12 @@ def load_scores(run_dirs) -> list[dict]:
             raise ConfigError(f"{run} is not a readable run directory ({type(exc).__name__}); pass directories `streamrl train` wrote") from None
         for member in config["members"]:
             agent = int(member["agent"])
-            returns = episodes.loc[episodes.agent == agent, "episodic_return"].to_numpy(np.float64)
-            if len(returns) == 0:
+            score = tail_mean(episodes.loc[episodes.agent == agent, "episodic_return"].to_numpy(np.float64))
+            if score is None:
                 continue
-            tail = returns[-max(1, math.ceil(0.1 * len(returns))):]
             hparams = {k: v for k, v in member.items() if k not in ("agent", "seed")}
             records.append(dict(run=str(run), agent=agent, seed=int(member["seed"]), algo=config["algo"],
-                                env=config["env"], hparams=hparams, score=float(tail.mean())))
+                                env=config["env"], hparams=hparams, score=score))
     if not records:
         raise ConfigError("no finished episodes in the given run directories: nothing to report")
     return records

@@ -31,12 +31,20 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_runs", "jsonable", "EPISODE_COLUMNS"]
+__all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_runs", "jsonable", "tail_mean", "EPISODE_COLUMNS"]
 
 EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
 _PACKAGES = ("streamrl", "jax", "jaxlib", "flax", "optax", "gymnasium", "numpy", "mujoco")
 _FLUSH_SECONDS = 5.0
 _SYMBOLS = {"lambda_": "λ", "kappa": "κ", "gamma": "γ", "kappa_policy": "κ_π", "entropy_coef": "c"}
+
+
+def tail_mean(returns) -> float | None:
+    """Mean of the last 10% (at least one) of a sequence of episodic returns; None if empty.
+    The score of an agent in summaries and reports."""
+    if len(returns) == 0:
+        return None
+    return float(np.mean(np.asarray(returns, np.float64)[-max(1, math.ceil(0.1 * len(returns))):]))
 
 
 def package_versions() -> dict[str, str | None]:
@@ -193,36 +201,11 @@ class RunWriter:
             return True
         return False
 
-    @staticmethod
-    def _tail_mean(returns: list[float]) -> float | None:
-        if not returns:
-            return None
-        return float(np.mean(returns[-max(1, math.ceil(0.1 * len(returns))):]))
-
-    def finish(
-        self,
-        *,
-        steps: int,
-        wall_time_s: float,
-        status: str,
-        message: str | None = None,
-        compile_s: float | None = None,
-        resumed_from: int | None = None,
-    ) -> dict:
-        """Flush the records and write ``summary.json``; returns the summary.
-
-        ``steps`` and ``sps`` are per agent (environment steps of one stream); ``agent_sps``
-        is the fleet's aggregate. ``mean_return_last10pct`` is the mean over agents of each
-        agent's mean return over its last 10% of episodes; ``groups`` gives it per setting
-        of the swept hyper-parameters (mean over seeds). ``compile_s`` is the set-up and
-        compile time before the first step; ``resumed_from`` the checkpoint step this
-        session started from.
-        """
+    def finish(self, **summary) -> dict:
+        """Flush the records and write ``summary.json`` (arguments of :meth:`write_summary`);
+        returns the summary."""
         self.flush()
-        return self.write_summary(
-            steps=steps, wall_time_s=wall_time_s, status=status, message=message, compile_s=compile_s,
-            resumed_from=resumed_from,
-        )
+        return self.write_summary(**summary)
 
     def write_summary(
         self,
@@ -234,9 +217,17 @@ class RunWriter:
         compile_s: float | None = None,
         resumed_from: int | None = None,
     ) -> dict:
-        """Write ``summary.json`` (see :meth:`finish`) without flushing; a run in progress
-        writes ``status: running`` with each checkpoint."""
-        per_agent = [self._tail_mean(r) for r in self._returns]
+        """Write ``summary.json``, atomically; a run in progress writes ``status: running``
+        with each checkpoint.
+
+        ``steps`` and ``sps`` are per agent (environment steps of one stream); ``agent_sps``
+        is the fleet's aggregate. ``mean_return_last10pct`` is the mean over agents of each
+        agent's mean return over its last 10% of episodes; ``groups`` gives it per setting
+        of the swept hyper-parameters (mean over seeds). ``compile_s`` is the set-up and
+        compile time before the first step; ``resumed_from`` the checkpoint step this
+        session started from. Returns the summary.
+        """
+        per_agent = [tail_mean(r) for r in self._returns]
         scored = [v for v in per_agent if v is not None]
         sps = steps / wall_time_s if wall_time_s > 0 else None
         summary = {

@@ -19,6 +19,7 @@ against passing the pytrees themselves.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from pathlib import Path
@@ -113,8 +114,11 @@ def stack_hparams(members: Sequence[Member]) -> HParams:
 
 DIAGNOSE_EVERY = 16
 """The drivers recompute the TD error after the update (the overshooting diagnostic) on
-every 16th step, under ``lax.cond``: checking every step would cost two extra forward
-passes a step (measured +15% on MinAtar)."""
+every 16th step: checking every step would cost two extra forward passes a step (measured
++15% on MinAtar). The host driver compiles the step twice, with and without the check,
+and calls the checking one every 16th step; a ``lax.cond`` instead costs 8–13 µs on every
+call even when the check is skipped (measured: Q CartPole 127 against 114 µs a step).
+The device driver uses ``lax.cond`` inside its scan."""
 
 
 def _zero_diagnostics(states: AgentState) -> AgentState:
@@ -166,7 +170,7 @@ class HostStepper:
         shape = agent.config.obs_shape
         discrete = agent.config.discrete
 
-        def one(state, ts_vec, hp_vec, diagnose):
+        def one(state, ts_vec, hp_vec, diagnose: bool):
             ts = TimeStep(
                 obs=ts_vec[:n].reshape(shape),
                 reward=ts_vec[2 * n],
@@ -179,10 +183,10 @@ class HostStepper:
 
         batched = self.n > 1
 
-        def step(buf, ts_mat, hp_mat, diagnose):
+        def step(buf, ts_mat, hp_mat, *, diagnose: bool):
             old = codec.unpack(buf)
             if batched:
-                states, actions = jax.vmap(one, (0, 0, 0, None))(old, ts_mat, hp_mat, diagnose)
+                states, actions = jax.vmap(functools.partial(one, diagnose=diagnose))(old, ts_mat, hp_mat)
             else:
                 states, actions = one(old, ts_mat[0], hp_mat[0], diagnose)
             if self.masked:  # inactive agents (waiting for EnvPool's reset step) keep their state
@@ -201,7 +205,7 @@ class HostStepper:
 
         self._diag_fn = jax.jit(take_diagnostics, donate_argnums=0)
         self._finite_fn = jax.jit(lambda buf: _params_finite(codec.unpack(buf), self.n))
-        return jax.jit(step, donate_argnums=0)
+        return {d: jax.jit(functools.partial(step, diagnose=d), donate_argnums=0) for d in (False, True)}
 
     def start(self, obs: np.ndarray, state: AgentState | None = None) -> np.ndarray:
         """Initialise from the first raw observations [N, *obs_shape] (or, given the fleet
@@ -219,7 +223,7 @@ class HostStepper:
         step = self._build(state)
         self._buf = jax.jit(self._codec.pack)(state)
         self._ts = np.zeros((self.n, 2 * self._obs_size + 3 + self.masked), np.float32)
-        self._step_fn = step.lower(self._buf, self._ts, self._hp_mat, np.bool_(False)).compile()
+        self._step_fn, self._check_fn = (step[d].lower(self._buf, self._ts, self._hp_mat).compile() for d in (False, True))
         self.compile_s = time.perf_counter() - t0
         return np.asarray(state.action).reshape(self.n, *np.shape(state.action)[self.n > 1 :])
 
@@ -235,7 +239,7 @@ class HostStepper:
         ts[:, 2 * n + 2] = truncated
         if self.masked:
             ts[:, 2 * n + 3] = True if active is None else active
-        self._buf, actions = self._step_fn(self._buf, ts, self._hp_mat, np.bool_(diagnose))
+        self._buf, actions = (self._check_fn if diagnose else self._step_fn)(self._buf, ts, self._hp_mat)
         return np.asarray(actions)
 
     def take_diagnostics(self):
