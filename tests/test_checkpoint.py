@@ -306,8 +306,13 @@ def test_tensorboard_scalars_per_agent(tmp_path):
     episodes = pd.read_csv(run / "episodes.csv")
     for i in (0, 1):
         mine = episodes[episodes.agent == i]
-        assert [v for _, v in scalars[f"agent{i}/episodic_return"]] == pytest.approx(mine.episodic_return.tolist())
-        assert [s for s, _ in scalars[f"agent{i}/episodic_return"]] == mine.end_step.tolist()
+        # each write holds the mean of the episodes that ended since the previous write
+        previous, counted = 0, 0
+        for (x, mean), (_, n) in zip(scalars[f"agent{i}/episodic_return"], scalars[f"agent{i}/episodes"]):
+            window = mine[(mine.end_step > previous) & (mine.end_step <= x)]
+            assert len(window) == n and mean == pytest.approx(window.episodic_return.mean())
+            previous, counted = x, counted + n
+        assert counted == len(mine)
         for name in ("abs_td_error_mean", "abs_td_error_max", "td_error_rms", "step_size", "policy_step_size",
                      "overshooting_rate"):
             values = [v for _, v in scalars[f"agent{i}/{name}"]]

@@ -1,10 +1,14 @@
 """Live metrics: TensorBoard scalars per agent, written with tensorboardX.
 
 The drivers hand over finished episodes and, every few seconds (host) or every chunk
-(device), the agents' :class:`~streamrl.agents.Diagnostics` summed since the last read, so
-the learning loop never writes an event itself. Tags, for agent i (``<run dir>/tb``)::
+(device), the agents' :class:`~streamrl.agents.Diagnostics` summed since the last read; only
+then are events written, a handful per agent, so the learning loop never writes an event
+itself (every episode as its own event cost ~4% of the loop on CartPole, measured). Tags, for
+agent i (``<run dir>/tb``), at x = the environment step of the write::
 
-    agent<i>/episodic_return, agent<i>/episode_length     x = the step the episode ended
+    agent<i>/episodic_return, agent<i>/episode_length     mean over the episodes that ended
+                                                          since the last write
+    agent<i>/episodes                                     how many they were
     agent<i>/abs_td_error_mean, agent<i>/abs_td_error_max, agent<i>/td_error_rms
     agent<i>/step_size           mean ObGD effective step size α (value / Q / critic)
     agent<i>/policy_step_size    the same for Stream AC's actor
@@ -50,15 +54,23 @@ class MetricsLog:
 
         self.n = len(members)
         self._writer = SummaryWriter(logdir=str(Path(run_dir) / TENSORBOARD_DIR), flush_secs=30)
+        self._episodes = np.zeros((self.n, 3))  # per agent: count, Σ return, Σ length
 
     def episodes(self, records) -> None:
-        """``records``: iterable of (agent, end_step, episodic_return, length)."""
-        for agent, end_step, episodic_return, length in records:
-            self._writer.add_scalar(f"agent{agent}/episodic_return", float(episodic_return), int(end_step))
-            self._writer.add_scalar(f"agent{agent}/episode_length", float(length), int(end_step))
+        """``records``: iterable of (agent, end_step, episodic_return, length); summed until
+        the next :meth:`diagnostics`."""
+        for agent, _, episodic_return, length in records:
+            self._episodes[agent] += (1.0, episodic_return, length)
 
     def diagnostics(self, step: int, diag, sps: float | None) -> None:
-        """The agents' diagnostics summed since the last call, at environment step ``step``."""
+        """Write the episodes since the last call and the agents' diagnostics summed since
+        then, at environment step ``step``."""
+        for i, (count, total, length) in enumerate(self._episodes):
+            if count:
+                self._writer.add_scalar(f"agent{i}/episodic_return", total / count, int(step))
+                self._writer.add_scalar(f"agent{i}/episode_length", length / count, int(step))
+                self._writer.add_scalar(f"agent{i}/episodes", count, int(step))
+        self._episodes[:] = 0.0
         for name, values in summarize_diagnostics(diag).items():
             for i, value in enumerate(values):
                 if np.isfinite(value) and not (name == "policy_step_size" and value == 0):
