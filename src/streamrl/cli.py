@@ -163,6 +163,9 @@ def _envs(cfg: EnvsConfig) -> int:
 
     import gymnasium as gym
 
+    from streamrl.envs.gym import register_optional_families
+
+    register_optional_families()  # MinAtar, ALE and dm_control ids, where installed
     ids = list(gym.registry)
     if importlib.util.find_spec("gymnax"):
         import gymnax

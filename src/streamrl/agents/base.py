@@ -484,9 +484,9 @@ class StreamAgent(abc.ABC):
         x = jnp.where(new_episode, self._fill(x), self._stack(prev_obs, x)) if self.config.frame_stack > 1 else x
         return self._with_time(x, episode_step)
 
+    @abc.abstractmethod
     def greedy_action(self, params: dict, obs: jax.Array) -> jax.Array:
         """The action an evaluation takes at normalised ``obs`` (no exploration)."""
-        raise NotImplementedError(f"{type(self).__name__} has no policy to evaluate")
 
     # -- lifecycle -----------------------------------------------------------------
     def init(self, key: jax.Array, obs: jax.Array, hp: HParams) -> AgentState:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from streamrl.agents.base import AgentState, HParams, StreamAgent, TimeStep, action_key
+from streamrl.errors import ConfigError
 
 __all__ = ["StreamTD"]
 
@@ -37,6 +38,14 @@ class StreamTD(StreamAgent):
             low, high = jnp.asarray(c.action_low, jnp.float32), jnp.asarray(c.action_high, jnp.float32)
             action = jax.random.uniform(key, (c.action_dim,), jnp.float32, low, high)
         return action, jnp.zeros((), bool)
+
+    def greedy_action(self, params, obs):
+        """Stream TD(λ) predicts; its behaviour is a fixed uniform-random policy.
+
+        Raises:
+          ConfigError: always (``streamrl eval`` refuses TD runs before calling this).
+        """
+        raise ConfigError("Stream TD(λ) learns the value of a fixed random policy: it has no policy to evaluate")
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True):
         norm, o = self.observe(state.norm, state.obs, ts, hp)

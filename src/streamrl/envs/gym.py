@@ -95,6 +95,15 @@ class EnvSpec:
     frame_stack: int = 1
 
 
+def register_optional_families() -> None:
+    """Register the ids of every installed optional family (MinAtar, ALE, dm_control)."""
+    for register, _ in _REGISTRARS.values():
+        try:
+            register()
+        except ImportError:
+            continue
+
+
 def family_of(env_id: str) -> str:
     """The benchmark family of a registered Gymnasium id (``other`` if unknown)."""
     spec = _resolve(env_id)
@@ -128,11 +137,7 @@ def _resolve(env_id: str) -> gym.envs.registration.EnvSpec:
         return gym.spec(name)
     except gym.error.Error:  # NameNotFound, VersionNotFound, DeprecatedEnv, …
         pass
-    for register, _ in _REGISTRARS.values():  # e.g. BreakoutNoFrameskip-v4 (no namespace)
-        try:
-            register()
-        except ImportError:
-            continue
+    register_optional_families()  # e.g. BreakoutNoFrameskip-v4 (no namespace)
     try:
         return gym.spec(name)
     except gym.error.Error:
