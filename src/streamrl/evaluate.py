@@ -99,8 +99,8 @@ class _DeviceEpisodes:
             self._return, self._length = 0.0, 0
         return np.asarray(obs), float(reward), bool(terminated), bool(truncated), np.asarray(final_obs), episode
 
-    def close(self):
-        pass
+    def close(self) -> None:
+        """Nothing to release: a JAX environment holds no outside resources."""
 
 
 def _to_rgb_uint8(frame: np.ndarray) -> np.ndarray:

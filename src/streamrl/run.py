@@ -414,8 +414,8 @@ class StopRequested(Exception):
 class _Session:
     """What the host and device loops share: checkpoints, records, metrics, signals.
 
-    SIGINT and SIGTERM set a flag that the loops check every step (host) or chunk
-    (device); the loop then checkpoints and stops cleanly.
+    SIGINT and SIGTERM set a flag that the loops check every 1,024 steps (host) or every
+    chunk (device); the loop then checkpoints and stops cleanly.
     """
 
     def __init__(self, cfg: TrainConfig, resolved: Resolved, writer, metrics, start_step: int, prior_wall_s: float):

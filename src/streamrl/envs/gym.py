@@ -8,6 +8,7 @@ separate. Episodic return and length are the raw environment's.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import functools
@@ -133,10 +134,8 @@ def _resolve(env_id: str) -> gym.envs.registration.EnvSpec:
             register()
         except ImportError:
             raise MissingExtraError(f"{env_id} needs an optional dependency that is not installed: pip install '{extra}'") from None
-    try:
+    with contextlib.suppress(gym.error.Error):  # NameNotFound, VersionNotFound, DeprecatedEnv, …
         return gym.spec(name)
-    except gym.error.Error:  # NameNotFound, VersionNotFound, DeprecatedEnv, …
-        pass
     register_optional_families()  # e.g. BreakoutNoFrameskip-v4 (no namespace)
     try:
         return gym.spec(name)
