@@ -65,7 +65,9 @@ def _env_factory(env_id: str, max_episode_steps: int | None):
         )
     from streamrl.envs.gym import make_env
 
-    spec = make_env(env_id, 0, max_episode_steps).spec
+    probe = make_env(env_id, 0, max_episode_steps)
+    spec = probe.spec
+    probe.close()
     return spec, lambda seed, render: make_env(env_id, seed, max_episode_steps, "rgb_array" if render else None)
 
 
