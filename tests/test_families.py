@@ -225,3 +225,20 @@ def test_network_chosen_from_observation_shape_and_overridable(env_id, algo, tor
     if torso == "minatar":
         override = resolve(TrainConfig(algo=algo, env=env_id, torso="mlp", hidden=(64, 64)), spec).agent
         assert override.torso == "mlp" and override.hidden == (64, 64)
+
+
+def test_atari_run_summary_adds_the_human_normalised_score(tmp_path):
+    from streamrl.config import Member
+    from streamrl.results import RunWriter
+
+    members = [Member(0, HParams()), Member(1, HParams())]
+    writer = RunWriter(tmp_path, members, (), "ALE/Breakout-v5")
+    (tmp_path / "episodes.csv").write_text("agent,seed,end_step,episodic_return,length\n")
+    for agent, score in ((0, 10.0), (1, 30.5)):
+        writer.add_episode(agent=agent, end_step=100, episodic_return=score, length=100)
+    summary = writer.finish(steps=100, wall_time_s=1.0, status="completed")
+    assert summary["mean_return_last10pct"] == pytest.approx(20.25)
+    assert summary["human_normalized_last10pct"] == pytest.approx((20.25 - 1.7) / (30.5 - 1.7))
+    assert "human_normalized_last10pct" not in RunWriter(tmp_path, members, (), "CartPole-v1").write_summary(
+        steps=1, wall_time_s=1.0, status="running"
+    )

@@ -88,8 +88,12 @@ def jsonable(x):
 class RunWriter:
     """Writes one run directory; see the module docstring for its contents."""
 
-    def __init__(self, path: Path, members=(), swept: tuple[str, ...] = ()):
+    def __init__(self, path: Path, members=(), swept: tuple[str, ...] = (), env_id: str | None = None):
+        from streamrl.envs.atari_scores import game_of
+
         self.path = path
+        # Atari games with reference scores also get a human-normalised summary score
+        self.game = game_of(env_id.split(":", 1)[-1]) if env_id and not env_id.startswith(("gymnax:", "brax:")) else None
         self.members = tuple(members)
         self.swept = tuple(swept)
         self._pending: list[tuple] = []
@@ -126,7 +130,7 @@ class RunWriter:
             "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         }
         (path / "config.json").write_text(json.dumps(jsonable(config), indent=2) + "\n")
-        writer = cls(path, resolved.members, resolved.swept)
+        writer = cls(path, resolved.members, resolved.swept, cfg.env)
         with open(path / "episodes.csv", "w", newline="") as f:
             csv.writer(f).writerow(writer.columns)
         return writer
@@ -137,7 +141,11 @@ class RunWriter:
         ``until_step``): records with a later end step, and a half-written last line left by
         a kill, are dropped (atomically) and the rest counted."""
         path = Path(path)
-        writer = cls(path, members, swept)
+        try:
+            env_id = json.loads((path / "config.json").read_text()).get("env")
+        except (OSError, ValueError):
+            env_id = None
+        writer = cls(path, members, swept, env_id)
         kept = []
         try:
             with open(path / "episodes.csv", newline="") as f:
@@ -227,6 +235,8 @@ class RunWriter:
         compile time before the first step; ``resumed_from`` the checkpoint step this
         session started from. Returns the summary.
         """
+        from streamrl.envs.atari_scores import human_normalized
+
         per_agent = [tail_mean(r) for r in self._returns]
         scored = [v for v in per_agent if v is not None]
         sps = steps / wall_time_s if wall_time_s > 0 else None
@@ -239,6 +249,10 @@ class RunWriter:
             "agent_sps": None if sps is None else round(sps * len(self.members), 1),
             "episodes": sum(len(r) for r in self._returns),
             "mean_return_last10pct": float(np.mean(scored)) if scored else None,
+            **(
+                {"human_normalized_last10pct": human_normalized(self.game, float(np.mean(scored))) if scored else None}
+                if self.game else {}
+            ),
             "compile_s": None if compile_s is None else round(compile_s, 3),
         }
         if self.swept:
