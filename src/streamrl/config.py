@@ -20,7 +20,9 @@ from streamrl.envs.gym import EnvSpec
 from streamrl.errors import ConfigError, UnsupportedSpaceError
 from streamrl.nets import TORSOS, torso_for_shape
 
-__all__ = ["TrainConfig", "Member", "Resolved", "resolve", "config_from_json", "DEFAULT_TOTAL_STEPS", "SWEEPABLE"]
+__all__ = [
+    "TrainConfig", "Member", "Resolved", "resolve", "config_from_json", "load_run_config", "DEFAULT_TOTAL_STEPS", "SWEEPABLE",
+]
 
 Algo = Literal["ac", "q", "sarsa", "td"]
 
@@ -175,6 +177,24 @@ def config_from_json(options: dict) -> TrainConfig:
     if values.get("run_dir") is not None:
         values["run_dir"] = Path(values["run_dir"])
     return TrainConfig(**values)
+
+
+def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
+    """The TrainConfig a run directory was trained with, and its whole ``config.json``.
+
+    Raises:
+      ConfigError: no ``config.json`` (not a run directory), or a damaged one.
+    """
+    import json
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json); pass a directory `streamrl train` wrote")
+    try:
+        recorded = json.loads(path.read_text())
+        return config_from_json(recorded["options"]), recorded
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from streamrl.agents import ALGORITHMS
-from streamrl.config import config_from_json, resolve
+from streamrl.config import load_run_config, resolve
 from streamrl.errors import ConfigError, MissingExtraError, StreamRLError
 
 __all__ = ["evaluate", "write_video", "EVAL_SEED_OFFSET", "EVAL_EPISODE_CAP"]
@@ -37,17 +37,6 @@ EVAL_EPISODE_CAP = 27_000
 many agent steps (108,000 frames at frame skip 4, the Atari convention of Machado et al.
 2018), so a policy that never loses cannot hang the evaluation; such episodes are marked
 ``"cut": true``."""
-
-
-def _load_run(run_dir: Path):
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.json); pass the directory `streamrl train` wrote")
-    try:
-        recorded = json.loads(path.read_text())
-        return config_from_json(recorded["options"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} is damaged ({type(exc).__name__}: {exc}); it cannot be evaluated") from None
 
 
 def _env_factory(env_id: str, max_episode_steps: int | None):
@@ -210,7 +199,7 @@ def evaluate(
 
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (classic-control rendering) needs no sound card
     run_dir = Path(run_dir)
-    cfg = _load_run(run_dir)
+    cfg, _ = load_run_config(run_dir)
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     if cfg.algo == "td":

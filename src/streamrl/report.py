@@ -33,7 +33,6 @@ from streamrl.errors import ConfigError, MissingExtraError
 __all__ = ["load_scores", "score_matrices", "aggregate", "probability_of_improvement", "report", "METRICS"]
 
 METRICS = ("IQM", "Mean", "Median", "Optimality gap")
-_SYMBOLS = {"lambda_": "λ", "kappa": "κ", "gamma": "γ", "kappa_policy": "κ_π", "entropy_coef": "c", "lr": "lr"}
 
 
 def _rliable():
@@ -78,13 +77,15 @@ def load_scores(run_dirs) -> list[dict]:
 
 
 def _method_labels(records: list[dict]) -> list[str]:
+    from streamrl.results import SYMBOLS
+
     varying = sorted(
         name for name in records[0]["hparams"]
         if len({json.dumps(r["hparams"].get(name)) for r in records}) > 1
     )
     labels = []
     for r in records:
-        setting = " ".join(f"{_SYMBOLS.get(n, n)}={r['hparams'].get(n):g}" for n in varying if n in r["hparams"])
+        setting = " ".join(f"{SYMBOLS.get(n, n)}={r['hparams'].get(n):g}" for n in varying if n in r["hparams"])
         labels.append(f"{r['algo'].upper()}{' ' + setting if setting else ''}")
     return labels
 

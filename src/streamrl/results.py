@@ -36,7 +36,8 @@ __all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_ru
 EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
 _PACKAGES = ("streamrl", "jax", "jaxlib", "flax", "optax", "gymnasium", "numpy", "mujoco")
 _FLUSH_SECONDS = 5.0
-_SYMBOLS = {"lambda_": "λ", "kappa": "κ", "gamma": "γ", "kappa_policy": "κ_π", "entropy_coef": "c"}
+# Hyper-parameter names as the paper writes them (curve legends, report labels).
+SYMBOLS = {"lambda_": "λ", "kappa": "κ", "gamma": "γ", "kappa_policy": "κ_π", "entropy_coef": "c"}
 
 
 def tail_mean(returns) -> float | None:
@@ -408,7 +409,7 @@ def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
             ])
             mean, half = mean_and_ci(curves)
             n_seeds = curves.shape[0]
-            setting = "".join(f" {_SYMBOLS.get(n, n)}={v:g}" for n, v in zip(swept, key[1:]) if v == v)
+            setting = "".join(f" {SYMBOLS.get(n, n)}={v:g}" for n, v in zip(swept, key[1:]) if v == v)
             label = f"Stream {key[0].upper()}{setting} ({n_seeds} seed{'s' * (n_seeds > 1)})"
             (line,) = ax.plot(centers, mean, label=label)
             ax.fill_between(centers, mean - half, mean + half, alpha=0.25, color=line.get_color(), linewidth=0)

@@ -31,8 +31,8 @@ import numpy as np
 
 from streamrl.agents import ALGORITHMS, AgentState, HParams, StreamAgent, TimeStep
 from streamrl.config import Member, Resolved, TrainConfig, resolve
-from streamrl.envs.gym import make_env, make_envs
-from streamrl.errors import CheckpointError, ConfigError, NonFiniteError
+from streamrl.envs.gym import make_envs
+from streamrl.errors import CheckpointError, NonFiniteError
 
 __all__ = ["FlatCodec", "HostStepper", "DeviceFleet", "fleet", "stack_hparams", "train"]
 
@@ -606,19 +606,12 @@ def resume_config(cfg: TrainConfig) -> TrainConfig:
     """The recorded configuration of ``cfg.resume``'s run, with ``--total-steps``,
     ``--progress`` and ``--checkpoint-every`` taken from ``cfg`` when given."""
     import dataclasses
-    import json
 
-    from streamrl.config import config_from_json
+    from streamrl.config import load_run_config
 
     path = Path(cfg.resume)
-    try:
-        recorded = json.loads((path / "config.json").read_text())["options"]
-    except FileNotFoundError:
-        raise ConfigError(f"--resume {path}: not a run directory (no config.json)") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConfigError(f"--resume {path}: config.json is damaged ({type(exc).__name__}); cannot resume") from None
-    old = config_from_json(recorded)
-    schedule = old.schedule_steps or json.loads((path / "config.json").read_text()).get("total_steps")
+    old, recorded = load_run_config(path)
+    schedule = old.schedule_steps or recorded.get("total_steps")
     changes = dict(run_dir=path, resume=path, progress=cfg.progress, schedule_steps=schedule)
     if cfg.total_steps is not None:
         changes["total_steps"] = cfg.total_steps
