@@ -214,22 +214,21 @@ def test_time_feature_values(time_limit):
     assert tau.shape == (1,)
     assert tau.dtype == jnp.float32
     assert float(tau[0]) == -0.5
-    # grows by 1/T per step
+    # the first s′ of an episode repeats −0.5 (the official AddTimeInfo appends, then grows)
+    assert float(time_feature(jnp.int32(1), time_limit)[0]) == -0.5
+    # then grows by 1/T per step
     expected = -0.5
-    for t in range(1, min(time_limit, 25) + 1):
+    for t in range(2, min(time_limit, 25) + 1):
         expected += 1.0 / time_limit
         tau = time_feature(jnp.int32(t), time_limit)
         assert tau.shape == (1,)
         np.testing.assert_allclose(float(tau[0]), expected, rtol=0, atol=1e-6)
-    # at the time limit τ = 0.5
-    np.testing.assert_allclose(float(time_feature(jnp.int32(time_limit), time_limit)[0]), 0.5, atol=1e-6)
-    # halfway: 0
-    if time_limit % 2 == 0:
-        np.testing.assert_allclose(float(time_feature(jnp.int32(time_limit // 2), time_limit)[0]), 0.0, atol=1e-6)
+    # the s′ of the last step of an episode of T steps: 0.5 − 1/T
+    np.testing.assert_allclose(float(time_feature(jnp.int32(time_limit), time_limit)[0]), 0.5 - 1 / time_limit, atol=1e-6)
 
 
 def test_time_feature_vmapped_over_steps():
     t = jnp.arange(0, 11, dtype=jnp.int32)
     taus = jax.jit(jax.vmap(lambda s: time_feature(s, 10)))(t)
     assert taus.shape == (11, 1)
-    np.testing.assert_allclose(np.asarray(taus)[:, 0], -0.5 + np.arange(11) / 10.0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(taus)[:, 0], -0.5 + np.maximum(np.arange(11) - 1, 0) / 10.0, atol=1e-6)

@@ -273,7 +273,10 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
     elif torso == "atari":
         hidden = (256,)
     else:
-        hidden = (32, 32) if cfg.algo in ("q", "sarsa") else (128, 128)
+        # 2 × 32 for Q, SARSA and Discrete-action AC (the official classic-control scripts),
+        # 2 × 128 for Box-action AC and for TD.
+        small = cfg.algo in ("q", "sarsa") or (cfg.algo == "ac" and spec.discrete)
+        hidden = (32, 32) if small else (128, 128)
     use_time = cfg.time_feature == "on" or (cfg.time_feature == "auto" and torso == "mlp")
     flags = dict(
         bootstrap_truncated=1.0 if cfg.truncation == "bootstrap" else 0.0,

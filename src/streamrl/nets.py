@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["sparse_init", "num_sparse_zeros", "StreamNet", "torso_for_shape", "TORSOS"]
+__all__ = ["sparse_init", "num_sparse_zeros", "leaky_relu", "StreamNet", "torso_for_shape", "TORSOS"]
 
 TORSOS = ("mlp", "minatar", "atari")
 LAYER_NORM_EPS = 1e-5
@@ -72,7 +72,20 @@ def _hidden(x, reduction_axes):
         use_fast_variance=False,
         reduction_axes=reduction_axes,
     )(x)
-    return nn.leaky_relu(x, LEAKY_SLOPE)
+    return leaky_relu(x)
+
+
+def leaky_relu(x):
+    """LeakyReLU(0.01) with PyTorch's derivative at exactly 0: the slope, not 1.
+
+    ``flax.linen.leaky_relu`` selects with ``x >= 0`` and so has derivative 1 at 0. Sparse
+    init makes exact zeros common: a layer whose fan-in is at most 9 (classic control's
+    first layer) starts with all weights 0, so every pre-activation, and its LayerNorm
+    output, is exactly 0 until the first updates, where the two conventions give gradients
+    100× apart (and the LayerNorm Jacobian at 0 scales them by 1/√ε). The official code
+    (PyTorch, ``x > 0``) learns Acrobot-v1 far better with the slope (docs/learning.md).
+    """
+    return jnp.where(x > 0, x, LEAKY_SLOPE * x)
 
 
 def torso_for_shape(obs_shape: Sequence[int]) -> str:

@@ -9,8 +9,9 @@ algorithm) and ``../shared/REFERENCE.md`` section "Normalisation of the stream":
 * rewards: a discounted-return trace u ← γ(1 − done)u + r, with ``done`` the episode end
   of the current step (Gymnasium's ``NormalizeReward`` convention); its running variance
   scales the reward, r̂ = r / √(Var[u] + 1e-8) (no mean subtraction);
-* time feature: τ = −0.5 + t / T appended after normalisation, t the number of steps taken
-  in the current episode (0 at reset) and T the episode time limit.
+* time feature: τ = −0.5 + max(t − 1, 0) / T appended after normalisation, t the number of
+  steps taken in the current episode (0 at reset) and T the episode time limit (the
+  official code repeats −0.5 on the first step of an episode; :func:`time_feature`).
 
 All functions are pure and jit/vmap friendly; statistics are float32.
 """
@@ -102,5 +103,12 @@ def reward_scaler_update(scaler: RewardScaler, reward, done, gamma):
 
 
 def time_feature(episode_step, time_limit) -> jax.Array:
-    """τ = −0.5 + t / T as a float32 vector of length 1 (t = steps taken in the episode)."""
-    return jnp.reshape(-0.5 + jnp.asarray(episode_step, jnp.float32) / time_limit, (1,))
+    """τ = −0.5 + max(t − 1, 0) / T as a float32 vector of length 1, t the steps taken in
+    the episode (0 at the reset observation).
+
+    The official code's ``AddTimeInfo`` appends τ to an observation and then grows it by
+    1/T, so the reset observation and the first s′ of an episode both carry −0.5 and the
+    s′ of step t carries −0.5 + (t − 1)/T; streamrl follows it (the reference behaviour).
+    """
+    t = jnp.maximum(jnp.asarray(episode_step, jnp.float32) - 1.0, 0.0)
+    return jnp.reshape(-0.5 + t / time_limit, (1,))
