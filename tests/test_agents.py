@@ -81,7 +81,9 @@ def test_sarsa_next_action_after_episode_end_comes_from_reset_observation():
         done = i % 4 == 3
         reset = rng.normal(size=OBS) * 3 if done else final
         before = state
-        state, action = step(before, _ts(reset, 1.0, terminated=done, final_obs=final), hp)
+        # rewards of both signs, so that the greedy action changes (with a constant positive
+        # reward greedy SARSA keeps raising the q of the action it takes and never switches)
+        state, action = step(before, _ts(reset, rng.choice([-1.0, 1.0]), terminated=done, final_obs=final), hp)
         if done:
             # a from the reset observation with the updated parameters …
             assert int(action) == int(np.argmax(q(state.params, reset)))

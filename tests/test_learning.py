@@ -1,16 +1,20 @@
-"""Each control algorithm learns CartPole-v1 within a fixed budget and seed.
+"""Each control algorithm learns CartPole-v1 within a fixed budget, judged over a fleet of
+seeds (an aggregate, so that no assertion hangs on one seed's trajectory, which a machine
+that rounds reductions differently would change).
 
-Thresholds come from measurement (30k steps, seeds 0-2, 2026-11-21, 2-core CPU): mean
-episodic return of the last 10% of episodes was Q 250 / 522 / 175, SARSA 2194 / 169 / 252,
-AC 8558 / 4250 / 1629, against 12-45 in the first 10% (a random policy scores about 22).
-The tests use seed 0 and thresholds below the worst seed, so they only fail if learning
-breaks, not on a slightly different floating-point path.
+Thresholds come from measurement (30k steps, a fleet of seeds 0-7, 2026-11-22, 2-core CPU,
+after the LeakyReLU and time-feature parity fixes): last-10% episodic returns per seed were
+  Q      1844, 212, 2970, 1336, 4228, 330, 3482, 147   (median 1590)
+  SARSA  6485, 1575, 3345, 100, 483, 514, 154, 598     (median 556)
+  AC     4413, 3127, 117, 1066, 306, 1541, 5173, 3586  (median 2334)
+against 10-49 over the first 10% of episodes (a random policy scores about 22). The tests
+ask for a median at about a third of the measured one and for 6 of 8 seeds to end at 4×
+their own start, so they fail when learning breaks, not on another floating-point path.
 """
 
 from __future__ import annotations
 
-import json
-
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -18,15 +22,24 @@ from streamrl.config import TrainConfig
 from streamrl.run import train
 
 BUDGET = 30_000
-THRESHOLDS = {"q": 120.0, "sarsa": 120.0, "ac": 1000.0}
+SEEDS = 8
+MEDIAN_AT_LEAST = {"q": 500.0, "sarsa": 180.0, "ac": 700.0}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algo", sorted(THRESHOLDS))
+@pytest.mark.parametrize("algo", sorted(MEDIAN_AT_LEAST))
 def test_control_algorithm_learns_cartpole(tmp_path, algo):
-    run = train(TrainConfig(algo=algo, env="CartPole-v1", total_steps=BUDGET, seed=0, run_dir=tmp_path, progress=False))
-    summary = json.loads((run / "summary.json").read_text())
-    episodes = pd.read_csv(run / "episodes.csv")
-    first = episodes.episodic_return.iloc[: max(1, len(episodes) // 10)].mean()
-    assert summary["mean_return_last10pct"] >= THRESHOLDS[algo], summary
-    assert summary["mean_return_last10pct"] >= 4 * first, (first, summary)
+    cfg = TrainConfig(
+        algo=algo, env="CartPole-v1", total_steps=BUDGET, seed=0, num_seeds=SEEDS, run_dir=tmp_path,
+        progress=False, checkpoint_every=0, tensorboard=False,
+    )
+    episodes = pd.read_csv(train(cfg) / "episodes.csv")
+    first, last = [], []
+    for _, g in episodes.groupby("seed"):
+        tenth = max(1, len(g) // 10)
+        first.append(g.episodic_return.iloc[:tenth].mean())
+        last.append(g.episodic_return.iloc[-tenth:].mean())
+    first, last = np.array(first), np.array(last)
+    assert len(last) == SEEDS
+    assert np.median(last) >= MEDIAN_AT_LEAST[algo], (last, first)
+    assert np.sum(last >= 4 * first) >= 6, (last, first)

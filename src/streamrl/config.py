@@ -138,7 +138,7 @@ class TrainConfig:
     """terminate: no bootstrap at a truncated episode end (the paper's; the time feature
     compensates); bootstrap: bootstrap from v(s′) when truncated."""
     time_feature: Literal["auto", "on", "off"] = "auto"
-    """Append τ = −0.5 + t/T to observations (auto: on for vector observations)."""
+    """Append τ = −0.5 + max(t − 1, 0)/T to observations (auto: on for vector observations)."""
     max_episode_steps: int | None = None
     """Episode cap (default 10,000 for classic control, the env's limit otherwise)."""
     normalize_obs: bool = True
