@@ -11,10 +11,11 @@ machine of this class; provenance inside the file).
 The verdict per task and budget compares the per-seed means of the episodes ending in
 the last 20% of the budget ("last 20%"): it prints how many streamrl seeds lie within or
 above the official seeds' range, and a one-sided Mann-Whitney U test of "streamrl below
-official"; **parity** when that test finds no evidence (p ≥ 0.05) and the streamrl mean is
-within or above the official range, **below** otherwise.
+official"; **parity** when that test finds no evidence of it (p ≥ 0.05), **below**
+otherwise. (Returns capped at 10,000 make the official range a single point on CartPole,
+so "within the range" alone would call any failed episode a gap.)
 
-    python benchmarks/learning.py                            # whole suite (~40 min on 2 cores)
+    python benchmarks/learning.py                            # whole suite (~30 min on 2 cores)
     python benchmarks/learning.py --tasks acrobot-q --seeds 6
     python benchmarks/learning.py --runs-dir runs/parity     # keep runs; reuse finished ones
     python benchmarks/learning.py --json parity.json         # also write the figures
@@ -46,16 +47,21 @@ class Task:
     env: str
     steps: int
     views: tuple[int, ...] = ()  # shorter budgets read from the same run (AC: no schedule)
+    seeds: int = 8
 
 
 SUITE = {
-    "cartpole-q": Task("q", "CartPole-v1", 100_000),
-    "cartpole-ac": Task("ac", "CartPole-v1", 100_000),
-    "acrobot-q": Task("q", "Acrobot-v1", 100_000),
+    "cartpole-q": Task("q", "CartPole-v1", 100_000, seeds=8),
+    # Classic control: 8 seeds. A 10,000-step episode fills a tenth of the budget, so one
+    # failure moves a seed's last-20% mean by thousands; fleets of 8 cost about a minute.
+    "cartpole-ac": Task("ac", "CartPole-v1", 100_000, seeds=8),
+    "acrobot-q": Task("q", "Acrobot-v1", 100_000, seeds=8),
     # Stream AC has no schedule tied to the run length, so the first 125k steps of a 250k
     # run are a 125k run.
+    # HalfCheetah's per-seed spread at 125k is wide (measured 280-670 for streamrl and
+    # 315-770 for the official code): 4 seeds on either side can mislead.
     "halfcheetah-ac": Task("ac", "HalfCheetah-v5", 250_000, views=(125_000,)),
-    "minatar-breakout-q": Task("q", "MinAtar/Breakout-v1", 250_000),
+    "minatar-breakout-q": Task("q", "MinAtar/Breakout-v1", 250_000, seeds=4),
 }
 
 
@@ -145,7 +151,9 @@ def compare(name: str, budget: int, mine: dict, theirs: dict, extra_last20: list
         # seed above the official minimum only by chance: with 4 + 4 seeds, half the time).
         out["within_or_above"] = int(np.sum(my_last >= min(their_last)))
         out["mann_whitney_p_below"] = float(stats.mannwhitneyu(my_last, their_last, alternative="less").pvalue)
-        out["verdict"] = "parity" if out["mann_whitney_p_below"] >= 0.05 and my_last.mean() >= min(their_last) else "below"
+        out["verdict"] = "parity" if out["mann_whitney_p_below"] >= 0.05 else "below"
+        if len(their_last) < 3:
+            out["verdict"] += " (too few official seeds for the test to find a gap)"
     else:
         out["verdict"] = "no reference"
     return out
@@ -179,7 +187,7 @@ def print_figures(fig: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", choices=sorted(SUITE), default=list(SUITE))
-    parser.add_argument("--seeds", type=int, default=4, help="streamrl seeds per task (one fleet)")
+    parser.add_argument("--seeds", type=int, default=None, help="streamrl seeds per task, one fleet (default: 8, MinAtar 4)")
     parser.add_argument("--runs-dir", type=Path, default=None, help="keep the runs here (default: a temporary directory)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -191,7 +199,7 @@ def main(argv=None) -> int:
     figures = []
     for name in args.tasks:
         task = SUITE[name]
-        run_dir = train_task(task, args.seeds, args.runs_dir / name)
+        run_dir = train_task(task, args.seeds or task.seeds, args.runs_dir / name)
         mine = streamrl_seeds(run_dir)
         theirs = official_seeds(reference, name)
         for budget in (task.steps, *task.views):
