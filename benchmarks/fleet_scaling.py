@@ -6,7 +6,7 @@ driver (gymnax, brax), and prints:
   * agent-SPS: environment steps of all agents per second (compile excluded);
   * µs per agent-step: the per-agent cost;
   * × official: agent-SPS against the official single-stream PyTorch SPS for the task
-    (REFERENCE.md: CartPole Q 1,140; MinAtar Breakout Q 728; HalfCheetah AC 508);
+    (measured on this machine class, docs/benchmarks.md: CartPole Q 1,140; MinAtar Breakout Q 728; HalfCheetah AC 508);
   * peak RSS and, per driver and task, the memory per extra agent
     ((peak at the largest fleet − peak at 1) / (size − 1));
 and, last, peak RSS of one device run at 2 lengths (memory must not grow with steps).

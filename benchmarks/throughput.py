@@ -6,7 +6,7 @@ For each (algorithm, task) it runs, in this one process:
   * streamrl: ``streamrl.run.train`` (the real driver: environment, non-finite checks,
     one jitted agent call per step, episode records), SPS from its summary (compile excluded).
 and prints both with their ratio, plus the official PyTorch implementation's figure on the
-same 2-core machine class (REFERENCE.md), streamrl's speed-up over it, and the steady-state
+same 2-core machine class (docs/benchmarks.md), streamrl's speed-up over it, and the steady-state
 SPS of the bare per-step loop (best 4,000-step window: no run directory, no warm-up).
 
     python benchmarks/throughput.py                 # all rows, 20k steps each
@@ -27,7 +27,7 @@ from streamrl.config import TrainConfig
 from streamrl.envs import make_env
 from streamrl.run import train
 
-# Official stream-x PyTorch code, steps/s including the environment (REFERENCE.md). No
+# Official stream-x PyTorch code, steps/s including the environment (measured on this machine class). No
 # DM Control figure was measured; its row is compared with the official HalfCheetah-v5 AC
 # figure (the same 2 × 128 actor-critic; the environments cost 61 and 50 µs a step).
 OFFICIAL = {

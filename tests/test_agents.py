@@ -1,4 +1,4 @@
-"""Behaviour of the four stream-x agents against independent computations (REFERENCE.md
+"""Behaviour of the four stream-x agents against independent computations (docs/algorithms.md
 "The four algorithms"): Q(λ) trace cut, SARSA's next action, AC's entropy sign and update,
 TD(λ) convergence on a Markov chain with known values."""
 

@@ -123,7 +123,7 @@ def test_atari_human_normalised_scores():
 
 def _welford_reference(frames):
     """Per-frame normalisation of a stream, each frame with the statistics after it was
-    seen (REFERENCE.md): an independent NumPy computation."""
+    seen (docs/algorithms.md): an independent NumPy computation."""
     out, data = [], []
     for f in frames:
         data.append(f)

@@ -1,5 +1,5 @@
 """Fleets: agent i of a vmapped fleet learns exactly as a single run with the same seed and
-hyper-parameters would (DESIGN.md invariant), and the CLI's grids and records."""
+hyper-parameters would (the fleet invariant of the README, "Fleets"), and the CLI's grids and records."""
 
 from __future__ import annotations
 

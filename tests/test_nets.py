@@ -1,6 +1,6 @@
-"""Networks and sparse initialisation (REFERENCE.md, "Networks and initialisation").
+"""Networks and sparse initialisation (docs/algorithms.md, "Networks").
 
-Expected values come from the architectures stated in REFERENCE.md: parameter counts are
+Expected values come from the architectures stated in the paper (docs/algorithms.md): parameter counts are
 computed from the layer sizes, the forward pass is recomputed by hand in NumPy (VALID
 convolution, LayerNorm over the whole layer output with ε = 1e-5 and no affine, leaky
 ReLU 0.01, plain linear heads), and zero counts use exact integer ceilings.
@@ -105,7 +105,7 @@ def test_sparse_init_other_sparsities():
 
 
 # --------------------------------------------------------------------------------------
-# Architectures from REFERENCE.md
+# Architectures from the paper (docs/algorithms.md)
 # --------------------------------------------------------------------------------------
 
 
@@ -114,7 +114,7 @@ def _conv_out(n, k, s):
 
 
 def _expected_layers(torso, obs_shape, hidden, heads):
-    """List of (kind, kernel shape) from REFERENCE.md's description."""
+    """List of (kind, kernel shape) from docs/algorithms.md's description."""
     layers = []
     if torso == "mlp":
         n = obs_shape[0]
@@ -179,7 +179,7 @@ def test_param_count_and_shapes(inited, name):
 
 
 def test_param_counts_by_hand():
-    # the three torsos written out from REFERENCE.md
+    # the three torsos written out from the paper
     mlp = (17 * 128 + 128) + (128 * 128 + 128) + (128 * 1 + 1)
     minatar = (3 * 3 * 4 * 16 + 16) + (1024 * 128 + 128) + (128 * 6 + 6)
     atari = (8 * 8 * 4 * 32 + 32) + (4 * 4 * 32 * 64 + 64) + (3 * 3 * 64 * 64 + 64) + (256 * 256 + 256) + (256 * 6 + 6)

@@ -1,4 +1,4 @@
-"""Stream normalisation (REFERENCE.md, "Normalisation of the stream") against NumPy.
+"""Stream normalisation (docs/algorithms.md, "Normalisation of the stream") against NumPy.
 
 Expected values are computed independently: running statistics with ``np.mean`` /
 ``np.var(ddof=1)`` over the samples seen so far, the reward trace with a plain Python

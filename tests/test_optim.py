@@ -1,5 +1,5 @@
 """ObGD and AdaptiveObGD against an independent plain-NumPy transcription of
-REFERENCE.md, section "ObGD".
+docs/algorithms.md, section "ObGD".
 
 The reference below is written from the text only (nothing from ``streamrl`` is used
 to compute expected values):
@@ -63,7 +63,7 @@ def _unflatten(flat):
 
 
 class RefObGD:
-    """ObGD / AdaptiveObGD transcribed from REFERENCE.md."""
+    """ObGD / AdaptiveObGD transcribed from the paper (docs/algorithms.md)."""
 
     def __init__(self, shapes, lr, gamma, lam, kappa, adaptive=False, beta2=0.999, eps=1e-8):
         self.lr, self.gamma, self.lam, self.kappa = lr, gamma, lam, kappa

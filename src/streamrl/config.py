@@ -2,7 +2,7 @@
 agent description and hyper-parameters for one environment.
 
 Defaults are the paper's single hyper-parameter set (arXiv:2410.14606, Table 2;
-REFERENCE.md "Hyperparameters"); per-family values (network width, run length, ε
+docs/algorithms.md "Hyper-parameters"); per-family values (network width, run length, ε
 schedule) are filled in by :func:`resolve` when left as ``None``.
 """
 
@@ -64,7 +64,7 @@ SWEEPABLE = {
     "adam_eps": "adam_eps",
 }
 
-# Default run lengths by family (REFERENCE.md "Hyperparameters"): classic control 500k,
+# Default run lengths by family (docs/algorithms.md "Hyper-parameters"): classic control 500k,
 # MuJoCo and DM Control 2M, MinAtar 5M for Q (10M for AC and SARSA), Atari 10M agent steps.
 DEFAULT_TOTAL_STEPS = {
     "classic_control": 500_000,

@@ -1,6 +1,6 @@
 """Networks of the stream-x agents: sparse init, affine-free LayerNorm, leaky ReLU.
 
-Source: arXiv:2410.14606, Section 4 and Appendix (network sizes); ``../shared/REFERENCE.md``
+Source: arXiv:2410.14606, Section 4 and Appendix (network sizes); docs/algorithms.md
 section "Networks and initialisation". Built with Flax Linen.
 
 Every network here maps ONE unbatched observation to its head outputs; fleets use

@@ -1,7 +1,7 @@
 """Normalisation of the stream, as pure state (no mutable wrappers).
 
 Source: arXiv:2410.14606, Section 3 ("sample mean and variance" normalisation, Welford's
-algorithm) and ``../shared/REFERENCE.md`` section "Normalisation of the stream":
+algorithm) and docs/algorithms.md section "Normalisation of the stream":
 
 * observations: per-element running mean and sample variance; each sample updates the
   statistics BEFORE it is normalised, x̂ = (x − μ) / √(σ² + 1e-8), σ² = 1 until two

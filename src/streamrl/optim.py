@@ -2,7 +2,7 @@
 
 Source: Elsayed, Vasan & Mahmood, "Streaming Deep Reinforcement Learning Finally Works",
 arXiv:2410.14606 (2024), Algorithms 3 and 4, with the official code's behaviour where the
-two differ (``../shared/REFERENCE.md``, section "ObGD").
+two differ (docs/algorithms.md, section "ObGD").
 
 Both are optax ``GradientTransformationExtraArgs``. Unlike a loss-minimising optimiser, they
 take the gradient ``g`` of the *prediction* (v(s), q(s, a) or the policy objective) and the

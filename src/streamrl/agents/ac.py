@@ -1,6 +1,6 @@
 """Stream AC(λ): actor-critic with one ObGD per network.
 
-Source: arXiv:2410.14606, Algorithm 3 (Stream AC(λ)); REFERENCE.md "The four algorithms".
+Source: arXiv:2410.14606, Algorithm 3 (Stream AC(λ)); docs/algorithms.md "Algorithms".
 
 One TD error from the critic, computed before either update, drives both:
   δ = r + γ(1 − done) v(s′) − v(s)

@@ -65,7 +65,7 @@ class TimeStep(NamedTuple):
 class HParams(NamedTuple):
     """Hyper-parameters, all float32 scalars so they can be traced (a sweep never recompiles).
 
-    Defaults are the paper's single set (arXiv:2410.14606, Table 2; REFERENCE.md).
+    Defaults are the paper's single set (arXiv:2410.14606, Table 2; docs/algorithms.md "Hyper-parameters").
 
     Attributes:
       lr: ObGD step size.
@@ -164,7 +164,7 @@ class AgentConfig:
         for Discrete.
       frame_stack: k > 1 stacks the last k normalised observations along the last axis
         (Atari: 4 grayscale frames of shape (84, 84, 1) → (84, 84, 4)); each frame is
-        normalised when it arrives, before stacking (REFERENCE.md "Normalisation").
+        normalised when it arrives, before stacking (docs/algorithms.md "Normalisation of the stream").
     """
 
     obs_shape: tuple[int, ...]
@@ -230,7 +230,7 @@ class Diagnostics(NamedTuple):
       overshoot_checks: int32 scalar, updates whose δ′ was recomputed (the drivers check
         every 16th update: it costs extra forward passes).
       overshoots: int32 scalar, checked updates after which the TD error recomputed on the
-        same sample, δ′, had the opposite sign of δ (REFERENCE.md "Overshooting").
+        same sample, δ′, had the opposite sign of δ (docs/algorithms.md "Diagnostics").
     """
 
     count: jax.Array
@@ -450,7 +450,7 @@ class StreamAgent(abc.ABC):
     ) -> tuple[StreamNorm, Observation]:
         """Update the normalisers with one TimeStep and return the normalised view.
 
-        Order (REFERENCE.md): s′ updates the observation statistics before it is
+        Order (docs/algorithms.md): s′ updates the observation statistics before it is
         normalised; when the episode ended, the reset observation then does the same.
         ``prev_obs`` is the normalised s (``AgentState.obs``): with frame stacking, s′ is s
         with its oldest frame dropped and the newly normalised frame appended, and the

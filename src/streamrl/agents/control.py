@@ -1,7 +1,7 @@
 """Stream Q(λ) and Stream SARSA(λ): action-value control with ObGD.
 
 Source: arXiv:2410.14606, Algorithms 5 (Stream Q(λ)) and 6 (Stream SARSA(λ));
-REFERENCE.md section "The four algorithms".
+docs/algorithms.md section "Algorithms".
 
 Stream Q(λ) (Watkins): δ = r + γ(1 − done) maxₐ q(s′, a) − q(s, a), g = ∇q(s, a),
 ε-greedy behaviour; the trace is reset after the update when the episode ended OR the

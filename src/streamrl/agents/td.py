@@ -1,6 +1,6 @@
 """Stream TD(λ): prediction of a cumulant with ObGD.
 
-Source: arXiv:2410.14606, Algorithm 1 (Stream TD(λ)); REFERENCE.md "The four algorithms".
+Source: arXiv:2410.14606, Algorithm 1 (Stream TD(λ)); docs/algorithms.md "Algorithms".
 
 δ = c + γ(1 − done) v(s′) − v(s), g = ∇v(s), trace reset at episode ends. The cumulant c
 is the TimeStep's ``reward`` (scaled like a reward unless ``scale_reward`` = 0).

@@ -1,6 +1,6 @@
 """Atari (ALE) preprocessing of the paper, built on Gymnasium's own wrappers.
 
-The stack, innermost first (REFERENCE.md "Atari preprocessing"; Mnih et al. 2015, Nature
+The stack, innermost first (docs/algorithms.md "Benchmark families"; Mnih et al. 2015, Nature
 518, "Methods: preprocessing"; Machado et al. 2018, JAIR 61, for the sticky actions that
 ALE v5 ids keep):
 

@@ -1,7 +1,7 @@
 """Host adapter for Gymnasium environments (NumPy, outside jit).
 
 Resolves an id, checks the spaces, applies the paper's episode cap for classic control
-(10,000 steps, REFERENCE.md "Hyperparameters"), and steps one environment, resetting it
+(10,000 steps, docs/algorithms.md "Hyper-parameters"), and steps one environment, resetting it
 when an episode ends while keeping ``terminated``, ``truncated`` and the final observation
 separate. Episodic return and length are the raw environment's.
 """
@@ -35,7 +35,7 @@ _FAMILIES = {
     "shimmy.dm_control": ("dmc", "streamrl[dmc]"),
 }
 
-DMC_TIME_LIMIT = 1000  # dm_control's episodes last 1,000 steps (REFERENCE.md: T = 1000)
+DMC_TIME_LIMIT = 1000  # dm_control's episodes last 1,000 steps (docs/algorithms.md: T = 1000)
 
 
 def _register_minatar() -> None:
@@ -81,7 +81,7 @@ class EnvSpec:
       action_low, action_high: Box bounds (empty for Discrete).
       time_limit: the episode step limit (None if the environment has none).
       frame_stack: how many consecutive observations the agent stacks along the last
-        axis after normalising each one (4 for Atari, REFERENCE.md "Normalisation"; 1
+        axis after normalising each one (4 for Atari, docs/algorithms.md "Normalisation of the stream"; 1
         elsewhere). The adapter hands over single frames.
     """
 
