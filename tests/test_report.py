@@ -118,3 +118,27 @@ def test_report_refusals_and_cli(runs, tmp_path, capsys):
     assert main(["report", *map(str, runs), "--out", str(tmp_path / "cli"), "--reps", "200"]) == 0
     printed = capsys.readouterr().out
     assert "human-normalised score" in printed and "| Q |" in printed
+
+
+@pytest.mark.parametrize(
+    "env_id, game",
+    [
+        ("ALE/Breakout-v5", "breakout"),
+        ("BreakoutNoFrameskip-v4", "breakout"),
+        ("ALE/MontezumaRevenge-v5", "montezuma_revenge"),
+        ("Breakout-v5", "breakout"),  # EnvPool's Atari ids, after the envpool: prefix
+        *((f"MinAtar/{g}-v1", None) for g in ("Breakout", "Asterix", "Freeway", "Seaquest", "SpaceInvaders")),
+        ("Breakout-MinAtar", None),  # gymnax
+        ("dm_control/cheetah-run-v0", None),
+        ("CartPole-v1", None),
+        ("HalfCheetah-v5", None),
+    ],
+)
+def test_only_atari_ids_are_human_normalised(env_id, game, tmp_path):
+    """MinAtar's games share names with Atari's; their returns must never be put on the
+    Atari human-normalised scale (run summaries, eval and `report --normalize auto`)."""
+    from streamrl.envs.atari_scores import game_of
+    from streamrl.results import RunWriter
+
+    assert game_of(env_id) == game
+    assert RunWriter(tmp_path, env_id=env_id).game == game

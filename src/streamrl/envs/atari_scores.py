@@ -121,9 +121,13 @@ def game_of(env_id: str) -> str | None:
     Examples: ``'ALE/Breakout-v5'`` and ``'BreakoutNoFrameskip-v4'`` map to
     ``'breakout'``; ``'ALE/MontezumaRevenge-v5'`` to ``'montezuma_revenge'``.
     Ids outside the 57-game benchmark (e.g. ``'ALE/Pitfall2-v5'``) give
-    ``None``.
+    ``None``, and so does every id of another namespace: ``'MinAtar/Breakout-v1'``,
+    ``'dm_control/…'`` (MinAtar's Breakout is not Atari's; its returns are not on the
+    human-normalised scale).
     """
-    name = env_id.rsplit("/", 1)[-1]
+    namespace, _, name = env_id.rpartition("/")
+    if namespace and namespace != "ALE":
+        return None
     head, sep, version = name.rpartition("-v")
     if sep and version.isdigit():
         name = head
