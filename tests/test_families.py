@@ -180,6 +180,10 @@ def test_minatar_games_spaces_and_episode_records(game):
     assert resolved.hparams.normalize_obs == 1.0
     assert resolved.total_steps == 5_000_000 and resolved.hparams.eps_decay_steps == pytest.approx(1_000_000)
     assert resolve(TrainConfig(algo="ac", env=spec.env_id), spec).total_steps == 10_000_000
+    # the official MinAtar SARSA script decays ε over 50,000 steps, whatever the run length
+    sarsa = resolve(TrainConfig(algo="sarsa", env=spec.env_id), spec)
+    assert sarsa.total_steps == 10_000_000 and sarsa.hparams.eps_decay_steps == pytest.approx(50_000)
+    assert resolve(TrainConfig(algo="sarsa", env=spec.env_id, total_steps=20_000), spec).hparams.eps_decay_steps == pytest.approx(20_000)
 
 
 # -- DM Control -------------------------------------------------------------------------
