@@ -13,7 +13,10 @@ as the official code's normaliser statistics are. The conventions it pins down:
   +1/T per step (the official ``AddTimeInfo`` appends before it increments);
 * network: Linear → LayerNorm (no affine, biased variance, ε = 1e-5) → LeakyReLU(0.01)
   whose derivative at exactly 0 is the slope (PyTorch's ``x > 0`` convention);
-* ObGD: z ← γλz + g; α = min(lr, 1/(κ·max(|δ|,1)·‖z‖₁)) (lr = 1); w ← w + αδz; reset after.
+* ObGD: z ← γλz + g; α = min(lr, 1/(κ·max(|δ|,1)·‖z‖₁)) (lr = 1); w ← w + αδz; reset after
+  (AdaptiveObGD: z scaled by 1/√(v̂ + ε) in the bound and the step, v̂ the bias-corrected
+  running mean of (δz)²);
+* truncation: no bootstrap by default, like termination; optionally bootstrap from s′.
 
 Parameters use streamrl's Flax layout (``{"params": {"Dense_i": {"kernel": (in, out),
 "bias": (out,)}}}``) only at the boundary (:func:`from_flax`), so both sides can start
@@ -81,17 +84,36 @@ def with_params(net, flat):
 
 # -- ObGD ----------------------------------------------------------------------------
 class ObGD:
-    def __init__(self, net, gamma, lambda_, kappa, lr=1.0):
+    """ObGD, or with ``adaptive=True`` AdaptiveObGD: v ← β₂v + (1 − β₂)(δz)², v̂ = v/(1 − β₂ᵗ),
+    z scaled by 1/√(v̂ + ε) in both the bound and the step."""
+
+    def __init__(self, net, gamma, lambda_, kappa, lr=1.0, adaptive=False, beta2=0.999, eps=1e-8):
         self.trace = [(np.zeros_like(w), np.zeros_like(b)) for w, b in params_of(net)]
+        self.second = [(np.zeros_like(w), np.zeros_like(b)) for w, b in params_of(net)]
+        self.count = 0
         self.gamma, self.lambda_, self.kappa, self.lr = gamma, lambda_, kappa, lr
+        self.adaptive, self.beta2, self.eps = adaptive, beta2, eps
 
     def step(self, net, grads, td_error, reset):
         decay = self.gamma * self.lambda_
         self.trace = [(decay * zw + gw, decay * zb + gb) for (zw, zb), (gw, gb) in zip(self.trace, grads)]
-        norm = sum(np.abs(zw).sum() + np.abs(zb).sum() for zw, zb in self.trace)
+        direction = self.trace
+        if self.adaptive:
+            self.count += 1
+            b2 = self.beta2
+            self.second = [
+                (b2 * vw + (1 - b2) * (td_error * zw) ** 2, b2 * vb + (1 - b2) * (td_error * zb) ** 2)
+                for (vw, vb), (zw, zb) in zip(self.second, self.trace)
+            ]
+            correction = 1.0 - b2**self.count
+            direction = [
+                (zw / np.sqrt(vw / correction + self.eps), zb / np.sqrt(vb / correction + self.eps))
+                for (zw, zb), (vw, vb) in zip(self.trace, self.second)
+            ]
+        norm = sum(np.abs(dw).sum() + np.abs(db).sum() for dw, db in direction)
         bound = self.lr * self.kappa * max(abs(td_error), 1.0) * norm
         alpha = self.lr / bound if bound > 1.0 else self.lr
-        new = [(w + alpha * td_error * zw, b + alpha * td_error * zb) for (w, b), (zw, zb) in zip(params_of(net), self.trace)]
+        new = [(w + alpha * td_error * dw, b + alpha * td_error * db) for (w, b), (dw, db) in zip(params_of(net), direction)]
         if reset:
             self.trace = [(np.zeros_like(zw), np.zeros_like(zb)) for zw, zb in self.trace]
         return with_params(net, new), alpha
@@ -148,14 +170,18 @@ class Stream:
 
 # -- agents --------------------------------------------------------------------------
 class ReferenceQ:
-    """Stream Q(λ): δ = r̂ + γ(1 − done) maxₐ q(s′, a) − q(s, a); g = ∇q(s, a); the trace
-    is cut when the episode ended or the action taken was non-greedy."""
+    """Stream Q(λ): δ = r̂ + γ(1 − cut) maxₐ q(s′, a) − q(s, a), cut = terminated, or
+    truncated unless truncations bootstrap; g = ∇q(s, a); the trace is cut when the episode
+    ended (either way) or the action taken was non-greedy."""
 
-    def __init__(self, flax_params, n_hidden, obs_shape, time_limit, gamma=0.99, lambda_=0.8, kappa=2.0):
+    def __init__(
+        self, flax_params, n_hidden, obs_shape, time_limit, gamma=0.99, lambda_=0.8, kappa=2.0,
+        adaptive=False, bootstrap_truncated=False,
+    ):
         self.net = from_flax(flax_params, n_hidden)
-        self.opt = ObGD(self.net, gamma, lambda_, kappa)
+        self.opt = ObGD(self.net, gamma, lambda_, kappa, adaptive=adaptive)
         self.stream = Stream(obs_shape, gamma, time_limit)
-        self.gamma = gamma
+        self.gamma, self.bootstrap_truncated = gamma, bootstrap_truncated
 
     def q(self, x):
         return forward(self.net, x)[0][0]
@@ -171,7 +197,8 @@ class ReferenceQ:
         s_next, r = self.stream.step(raw_final_obs, reward, done)
         (q_s,), cache = forward(self.net, self.s)
         (q_next,), _ = forward(self.net, s_next)
-        td_error = r + self.gamma * (1.0 - float(done)) * q_next.max() - q_s[self.a]
+        cut = terminated or (truncated and not self.bootstrap_truncated)
+        td_error = r + self.gamma * (1.0 - float(cut)) * q_next.max() - q_s[self.a]
         d_head = np.zeros_like(q_s)
         d_head[self.a] = 1.0
         grads = backward(self.net, cache, [d_head])
@@ -199,12 +226,14 @@ class ReferenceAC:
     def __init__(
         self, actor_params, critic_params, n_hidden, obs_shape, time_limit, discrete,
         gamma=0.99, lambda_=0.8, kappa=2.0, kappa_policy=3.0, entropy_coef=0.01,
+        adaptive=False, bootstrap_truncated=False,
     ):
         self.actor, self.critic = from_flax(actor_params, n_hidden), from_flax(critic_params, n_hidden)
-        self.actor_opt = ObGD(self.actor, gamma, lambda_, kappa_policy)
-        self.critic_opt = ObGD(self.critic, gamma, lambda_, kappa)
+        self.actor_opt = ObGD(self.actor, gamma, lambda_, kappa_policy, adaptive=adaptive)
+        self.critic_opt = ObGD(self.critic, gamma, lambda_, kappa, adaptive=adaptive)
         self.stream = Stream(obs_shape, gamma, time_limit)
         self.gamma, self.entropy_coef, self.discrete = gamma, entropy_coef, discrete
+        self.bootstrap_truncated = bootstrap_truncated
 
     def reset(self, raw_obs, action):
         self.s, self.a = self.stream.reset(raw_obs), np.asarray(action, np.float64)
@@ -235,7 +264,8 @@ class ReferenceAC:
         s_next, r = self.stream.step(raw_final_obs, reward, done)
         (v_s,), cache = forward(self.critic, self.s)
         (v_next,), _ = forward(self.critic, s_next)
-        td_error = r + self.gamma * (1.0 - float(done)) * v_next[0] - v_s[0]
+        cut = terminated or (truncated and not self.bootstrap_truncated)
+        td_error = r + self.gamma * (1.0 - float(cut)) * v_next[0] - v_s[0]
         critic_grads = backward(self.critic, cache, [np.ones(1)])
         actor_grads = self.policy_grads(td_error)
         self.actor, self.actor_alpha = self.actor_opt.step(self.actor, actor_grads, td_error, done)

@@ -12,7 +12,8 @@ exactly and, for Q(λ), the non-greedy flag. The comparison is one step at a tim
 two free-running learners, one in float32 and one in float64, drift apart (rounding is
 amplified by the LayerNorm Jacobian near zero variance: measured on CartPole Q, relative
 weight differences of 5e-6 after 100 steps, 2e-4 after 200, 3e-2 after 500); a separate
-test checks the first 100 free-running steps.
+test checks the first 100 free-running steps. Two more streams run AdaptiveObGD with
+truncations that bootstrap (episodes cut at 100 steps).
 
 Tolerances: one float32 step reproduces the float64 result to a relative 1e-6 typically;
 the worst measured over these streams is ~3e-5 (the normalised observation on the second
@@ -76,6 +77,9 @@ def _sync_net(net_and_opt, params, opt_state):
     pairs = _pairs(params)
     n_hidden = len(net[0])
     opt.trace = _pairs(opt_state.trace)
+    if opt.adaptive:  # AdaptiveObGD's second moments (its update count the reference keeps)
+        opt.second = _pairs(opt_state.second_moment)
+        assert opt.count == int(opt_state.count)
     return (pairs[:n_hidden], pairs[n_hidden:])
 
 
@@ -91,14 +95,19 @@ PAPER = {
 }
 
 
-def _make(kind, env_id, seed):
+def _make(kind, env_id, seed, optimizer="obgd", truncation="terminate", cap=None):
     """streamrl through its production path (family resolution, host adapter, jitted
-    fleet step) and the reference on its own Gymnasium environment with the same seed."""
-    cap, time_limit, hidden = PAPER[(kind, env_id)]
-    resolved = resolve(TrainConfig(algo=kind, env=env_id, total_steps=12_000), make_env(env_id).spec)
+    fleet step) and the reference on its own Gymnasium environment with the same seed.
+    ``cap`` overrides the episode cap (and so T) on both sides."""
+    paper_cap, time_limit, hidden = PAPER[(kind, env_id)]
+    if cap is not None:
+        paper_cap = time_limit = cap
+    cap = paper_cap
+    cfg = TrainConfig(algo=kind, env=env_id, total_steps=12_000, optimizer=optimizer, truncation=truncation, max_episode_steps=cap)
+    resolved = resolve(cfg, make_env(env_id, max_episode_steps=cap).spec)
     assert resolved.agent.hidden == hidden and resolved.agent.time_limit == time_limit  # paper's sizes and T
     agent = ALGORITHMS[kind](resolved.agent)
-    envs = make_envs(env_id, [seed])
+    envs = make_envs(env_id, [seed], max_episode_steps=cap)
     stepper = HostStepper(agent, [Member(seed, resolved.members[0].hparams)])  # ε over 600 steps
     action = stepper.start(envs.reset())[0]
     state = _unbatch(stepper.state)
@@ -106,10 +115,11 @@ def _make(kind, env_id, seed):
     env = gym.make(env_id, **({"max_episode_steps": cap} if cap else {}))
     obs, _ = env.reset(seed=seed)
     box = isinstance(env.action_space, gym.spaces.Box)
+    flags = dict(adaptive=optimizer == "adaptive", bootstrap_truncated=truncation == "bootstrap")
     if kind == "q":
-        reference = ref.ReferenceQ(state.params["q"], len(hidden), obs.shape, time_limit)
+        reference = ref.ReferenceQ(state.params["q"], len(hidden), obs.shape, time_limit, **flags)
     else:
-        reference = ref.ReferenceAC(state.params["actor"], state.params["critic"], len(hidden), obs.shape, time_limit, not box)
+        reference = ref.ReferenceAC(state.params["actor"], state.params["critic"], len(hidden), obs.shape, time_limit, not box, **flags)
     reference.reset(obs, action)
     return envs, stepper, state, action, env, box, reference
 
@@ -131,20 +141,23 @@ def _step_both(envs, stepper, action, env, box, reference):
 
 CASES = [
     # kind, env, seed, episode ends the 1,000 steps must contain (Acrobot's first
-    # episodes outlast them under the 10,000-step cap)
-    pytest.param("q", "CartPole-v1", 0, 10, id="q-cartpole"),
-    pytest.param("q", "Acrobot-v1", 1, 0, id="q-acrobot"),
-    pytest.param("ac", "CartPole-v1", 2, 10, id="ac-discrete-cartpole"),
-    pytest.param("ac", "Pendulum-v1", 3, 5, id="ac-gaussian-pendulum"),
-    pytest.param("ac", "HalfCheetah-v5", 4, 1, id="ac-gaussian-halfcheetah"),
+    # episodes outlast them under the 10,000-step cap), options of _make
+    pytest.param("q", "CartPole-v1", 0, 10, {}, id="q-cartpole"),
+    pytest.param("q", "Acrobot-v1", 1, 0, {}, id="q-acrobot"),
+    pytest.param("ac", "CartPole-v1", 2, 10, {}, id="ac-discrete-cartpole"),
+    pytest.param("ac", "Pendulum-v1", 3, 5, {}, id="ac-gaussian-pendulum"),
+    pytest.param("ac", "HalfCheetah-v5", 4, 1, {}, id="ac-gaussian-halfcheetah"),
+    # AdaptiveObGD, and bootstrapping at truncations (episodes cut at 100 steps)
+    pytest.param("q", "Acrobot-v1", 5, 9, {"optimizer": "adaptive", "truncation": "bootstrap", "cap": 100}, id="q-acrobot-adaptive-bootstrap"),
+    pytest.param("ac", "Pendulum-v1", 6, 9, {"optimizer": "adaptive", "truncation": "bootstrap", "cap": 100}, id="ac-pendulum-adaptive-bootstrap"),
 ]
 
 
-@pytest.mark.parametrize("kind, env_id, seed, min_ends", CASES)
-def test_every_step_matches_float64_reference(kind, env_id, seed, min_ends):
+@pytest.mark.parametrize("kind, env_id, seed, min_ends, variant", CASES)
+def test_every_step_matches_float64_reference(kind, env_id, seed, min_ends, variant):
     if env_id.startswith("HalfCheetah"):
         pytest.importorskip("mujoco")
-    envs, stepper, state, action, env, box, reference = _make(kind, env_id, seed)
+    envs, stepper, state, action, env, box, reference = _make(kind, env_id, seed, **variant)
     ends = cuts = 0
     for t in range(1000):
         # The reference starts this step from streamrl's state.
