@@ -33,11 +33,17 @@ NORM_EPS = 1e-8
 
 
 # -- network -------------------------------------------------------------------------
-def from_flax(tree, n_hidden: int):
-    """Flax Dense params → (hidden [(W, b)], heads [(W, b)]) as float64 arrays."""
+def pairs_of(tree):
+    """Flax Dense params (or a tree shaped like them, e.g. a trace) → [(W, b)] in layer
+    order, float64."""
     layers = tree["params"]
     names = sorted(layers, key=lambda n: int(n.split("_")[1]))
-    pairs = [(np.asarray(layers[n]["kernel"], np.float64), np.asarray(layers[n]["bias"], np.float64)) for n in names]
+    return [(np.asarray(layers[n]["kernel"], np.float64), np.asarray(layers[n]["bias"], np.float64)) for n in names]
+
+
+def from_flax(tree, n_hidden: int):
+    """Flax Dense params → (hidden [(W, b)], heads [(W, b)]) as float64 arrays."""
+    pairs = pairs_of(tree)
     return pairs[:n_hidden], pairs[n_hidden:]
 
 

@@ -40,13 +40,6 @@ from streamrl.run import HostStepper
 RTOL = 1e-4
 
 
-def _pairs(flax_tree):
-    """Flax Dense params (or a trace shaped like them) → [(W, b)] in layer order, float64."""
-    layers = flax_tree["params"]
-    names = sorted(layers, key=lambda n: int(n.split("_")[1]))
-    return [(np.asarray(layers[n]["kernel"], np.float64), np.asarray(layers[n]["bias"], np.float64)) for n in names]
-
-
 def _close(mine, theirs, what, t, scale_floor=1e-3):
     scale = max(scale_floor, float(np.max(np.abs(theirs))))
     err = float(np.max(np.abs(np.asarray(mine, np.float64) - theirs))) / scale
@@ -56,7 +49,7 @@ def _close(mine, theirs, what, t, scale_floor=1e-3):
 
 def _close_tree(mine_flax, theirs_pairs, what, t):
     worst = 0.0
-    for i, ((w, b), (rw, rb)) in enumerate(zip(_pairs(mine_flax), theirs_pairs)):
+    for i, ((w, b), (rw, rb)) in enumerate(zip(ref.pairs_of(mine_flax), theirs_pairs)):
         worst = max(worst, _close(w, rw, f"{what} layer {i} kernel", t), _close(b, rb, f"{what} layer {i} bias", t))
     return worst
 
@@ -74,13 +67,11 @@ def _sync_stream(stream: ref.Stream, norm):
 
 def _sync_net(net_and_opt, params, opt_state):
     net, opt = net_and_opt
-    pairs = _pairs(params)
-    n_hidden = len(net[0])
-    opt.trace = _pairs(opt_state.trace)
+    opt.trace = ref.pairs_of(opt_state.trace)
     if opt.adaptive:  # AdaptiveObGD's second moments (its update count the reference keeps)
-        opt.second = _pairs(opt_state.second_moment)
+        opt.second = ref.pairs_of(opt_state.second_moment)
         assert opt.count == int(opt_state.count)
-    return (pairs[:n_hidden], pairs[n_hidden:])
+    return ref.from_flax(params, len(net[0]))
 
 
 # The paper's setting per task, written out independently of streamrl's family table:

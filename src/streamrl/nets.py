@@ -1,7 +1,7 @@
 """Networks of the stream-x agents: sparse init, affine-free LayerNorm, leaky ReLU.
 
 Source: arXiv:2410.14606, Section 4 and Appendix (network sizes); docs/algorithms.md
-section "Networks and initialisation". Built with Flax Linen.
+section "Networks". Built with Flax Linen.
 
 Every network here maps ONE unbatched observation to its head outputs; fleets use
 ``jax.vmap``. Hidden layers are Linear/Conv → LayerNorm over the whole layer output
