@@ -22,7 +22,8 @@ import numpy as np
 from streamrl.agents import ALGORITHMS
 from streamrl.config import TrainConfig, resolve
 from streamrl.envs import make_envs
-from streamrl.run import DIAGNOSE_EVERY, HostStepper, train
+from streamrl.engine import DIAGNOSE_EVERY, HostStepper
+from streamrl.run import train
 
 
 def end_to_end_sps(algo, env_id, steps, tensorboard) -> float:
@@ -37,14 +38,15 @@ def step_us(algo, env_id, diagnose: bool, n=1000, reps=5) -> float:
     resolved = resolve(TrainConfig(algo=algo, env=env_id), envs.spec)
     stepper = HostStepper(ALGORITHMS[algo](resolved.agent), resolved.members)
     actions = stepper.start(envs.reset())
-    batch = tuple(np.array(b) for b in envs.step(actions)[:5])
+    step = envs.step(actions)
+    batch = step._replace(**{k: np.array(getattr(step, k)) for k in ("obs", "reward", "terminated", "truncated", "final_obs", "new_episode")})
     for _ in range(200):
-        stepper.step(*batch, diagnose=diagnose)
+        stepper.step(batch, diagnose=diagnose)
     best = float("inf")
     for _ in range(reps):
         t0 = time.perf_counter()
         for _ in range(n):
-            stepper.step(*batch, diagnose=diagnose)
+            stepper.step(batch, diagnose=diagnose)
         best = min(best, (time.perf_counter() - t0) / n)
     envs.close()
     return best * 1e6

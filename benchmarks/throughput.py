@@ -75,7 +75,7 @@ def steady_sps(algo: str, env_id: str, windows: int = 5, window: int = 4000) -> 
     from streamrl.agents import ALGORITHMS
     from streamrl.config import resolve
     from streamrl.envs import make_envs
-    from streamrl.run import HostStepper
+    from streamrl.engine import HostStepper
 
     envs = make_envs(env_id, [0])
     resolved = resolve(TrainConfig(algo=algo, env=env_id), envs.spec)
@@ -85,7 +85,7 @@ def steady_sps(algo: str, env_id: str, windows: int = 5, window: int = 4000) -> 
     for i in range(windows + 1):
         t0 = time.perf_counter()
         for _ in range(window):
-            actions = stepper.step(*envs.step(actions)[:5])
+            actions, _ = stepper.step(envs.step(actions))
         if i:  # the first window is the warm-up
             best = min(best, time.perf_counter() - t0)
     envs.close()

@@ -216,3 +216,31 @@ def test_td_lambda_converges_on_random_walk_with_known_values():
     state = jax.jit(run)(state, jax.random.PRNGKey(1))
     v = np.array([float(agent.value(state.params, jnp.asarray(onehot[i]))) for i in range(n)])
     np.testing.assert_allclose(v, v_true, atol=0.05)
+
+
+@pytest.mark.parametrize("cls", [StreamQ, StreamSARSA, StreamAC, StreamTD])
+@pytest.mark.parametrize("bootstrap_truncated", [0.0, 1.0])
+def test_td_error_at_a_truncation_by_hand(cls, bootstrap_truncated):
+    """At a truncated (not terminated) episode end, δ = r + γ·v(s′) − v(s) with
+    ``--truncation bootstrap`` and r − v(s) without (the paper's default); at a termination
+    always r − v(s). v(s′) comes from the final observation, never the reset one."""
+    discrete = cls is not StreamAC
+    cfg = AgentConfig(obs_shape=(OBS,), discrete=discrete, action_dim=3, hidden=(16, 16),
+                      action_low=() if discrete else (-1.0,) * 3, action_high=() if discrete else (1.0,) * 3)
+    agent = cls(cfg)
+    hp = HParams(gamma=0.9, bootstrap_truncated=bootstrap_truncated, normalize_obs=0.0, scale_reward=0.0,
+                 eps_start=0.0, eps_end=0.0).as_arrays()
+    rng = np.random.default_rng(7)
+    s, final, reset = (jnp.asarray(rng.normal(size=OBS), jnp.float32) for _ in range(3))
+    state = agent.init(jax.random.PRNGKey(3), s, hp)
+    name = {StreamQ: "q", StreamSARSA: "q", StreamAC: "critic", StreamTD: "v"}[cls]
+    out_s = agent.apply(name, state.params[name], s)[0]
+    out_final = agent.apply(name, state.params[name], final)[0]
+    if name == "q":  # ε = 0: the next action is greedy, so SARSA's q(s′, a′) is the max too
+        v_s, v_final = out_s[state.action], jnp.max(out_final)
+    else:
+        v_s, v_final = out_s[0], out_final[0]
+    for terminated, truncated in ((False, True), (True, False)):
+        new, _ = agent.step(state, _ts(reset, 2.0, terminated, truncated, final_obs=final), hp)
+        boot = 0.9 * float(v_final) if (truncated and bootstrap_truncated) else 0.0
+        np.testing.assert_allclose(float(new.td_error), 2.0 + boot - float(v_s), rtol=1e-5, atol=1e-6)

@@ -24,7 +24,8 @@ from streamrl.cli import main
 from streamrl.config import TrainConfig, resolve
 from streamrl.envs import make_envs
 from streamrl.errors import CheckpointError
-from streamrl.run import HostStepper, final_checkpoint_meta, fleet, train
+from streamrl.engine import HostStepper
+from streamrl.run import train
 
 TESTS = Path(__file__).parent
 
@@ -41,14 +42,7 @@ def _restore_agents(run: Path, cfg: TrainConfig, step=None):
 
     spec = make_device_env(cfg.env).spec if cfg.env.startswith("gymnax:") else make_envs(cfg.env, [0]).spec
     resolved = resolve(cfg, spec)
-    agent = ALGORITHMS[cfg.algo](resolved.agent)
-    n = len(resolved.members)
-    from streamrl.run import stack_hparams
-
-    keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in resolved.members])
-    target = jax.eval_shape(fleet(agent.init, n), keys, jnp.zeros((n, *spec.obs_shape)), stack_hparams(resolved.members))
-    items, meta = checkpoint.restore(run, {"agents": target}, final_checkpoint_meta(cfg, resolved), step=step)
-    return items["agents"], meta
+    return checkpoint.restore_fleet(run, cfg, resolved, ALGORITHMS[cfg.algo](resolved.agent), step=step)
 
 
 def _cli(*args, **popen):
@@ -87,11 +81,11 @@ def test_host_agent_state_round_trips_through_a_checkpoint(tmp_path):
     stepper = HostStepper(ALGORITHMS["ac"](resolved.agent), resolved.members)
     actions = stepper.start(envs.reset())
     for _ in range(300):
-        actions = stepper.step(*envs.step(actions)[:5], diagnose=True)
+        actions, _ = stepper.step(envs.step(actions), diagnose=True)
     state = stepper.state
-    checkpoint.save(tmp_path, 300, {"agents": state}, final_checkpoint_meta(cfg, resolved))
+    checkpoint.save(tmp_path, 300, {"agents": state}, checkpoint.run_meta(cfg, resolved))
     target = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-    items, meta = checkpoint.restore(tmp_path, {"agents": target}, final_checkpoint_meta(cfg, resolved))
+    items, meta = checkpoint.restore(tmp_path, {"agents": target}, checkpoint.run_meta(cfg, resolved))
     _leaves_equal(items["agents"], state)
     assert meta["step"] == 300 and int(np.asarray(items["agents"].step)[0]) == 300
 
@@ -114,17 +108,31 @@ def test_host_resume_starts_a_fresh_episode_and_keeps_the_records(tmp_path, caps
     assert resolved.hparams.eps_decay_steps == pytest.approx(150.0)
 
 
-def test_restart_zeroes_traces_and_starts_a_new_episode():
-    agent = ALGORITHMS["q"](AgentConfig(obs_shape=(4,), discrete=True, action_dim=2, hidden=(8,), time_limit=100))
+@pytest.mark.parametrize("optimizer", ["obgd", "adaptive"])
+def test_restart_zeroes_traces_and_starts_a_new_episode(optimizer):
+    agent = ALGORITHMS["q"](AgentConfig(obs_shape=(4,), discrete=True, action_dim=2, hidden=(8,), time_limit=100, optimizer=optimizer))
     hp = HParams().as_arrays()
     f = jnp.asarray
     state = agent.init(jax.random.PRNGKey(0), f(np.ones(4, np.float32)), hp)
-    for t in range(5):
-        obs = f(np.full(4, 0.1 * t, np.float32))
-        state, _ = agent.step(state, TimeStep(obs, f(1.0), f(False), f(False), obs), hp)
+    rng = np.random.default_rng(0)
+    for t in range(300):  # a few hundred AdaptiveObGD steps through the agent, episodes of 50
+        obs = f(rng.normal(size=4).astype(np.float32))
+        end = f((t + 1) % 50 == 0)
+        state, _ = agent.step(state, TimeStep(obs, f(rng.normal()).astype(jnp.float32), end, f(False), obs), hp)
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(state.params))
+    if optimizer == "adaptive":
+        assert int(state.opt_state["q"].count) == 300
+        moments = jax.tree_util.tree_leaves(state.opt_state["q"].second_moment)
+        assert any(np.asarray(m).any() for m in moments)
+    obs = f(rng.normal(size=4).astype(np.float32))  # mid-episode: traces are non-zero before the restart
+    state, _ = agent.step(state, TimeStep(obs, f(1.0), f(False), f(False), obs), hp)
+    assert any(np.asarray(x).any() for x in jax.tree_util.tree_leaves(state.opt_state["q"].trace))
     fresh = agent.restart(state, f(np.full(4, 2.0, np.float32)), hp)
     for leaf in jax.tree_util.tree_leaves(fresh.opt_state["q"].trace):
         assert not np.asarray(leaf).any()
+    if optimizer == "adaptive":  # AdaptiveObGD's second moments and count are learner state: kept
+        _leaves_equal(fresh.opt_state["q"].second_moment, state.opt_state["q"].second_moment)
+        assert int(fresh.opt_state["q"].count) == int(state.opt_state["q"].count)
     assert int(fresh.norm.episode_step) == 0 and float(fresh.norm.reward.trace) == 0.0
     assert int(fresh.norm.obs.count) == int(state.norm.obs.count) + 1  # the new observation was seen
     assert float(fresh.obs[-1]) == pytest.approx(-0.5)  # the time feature restarts

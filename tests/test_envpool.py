@@ -14,7 +14,7 @@ from streamrl.agents import ALGORITHMS  # noqa: E402
 from streamrl.cli import main  # noqa: E402
 from streamrl.config import TrainConfig, resolve  # noqa: E402
 from streamrl.envs.pool import make_envpool  # noqa: E402
-from streamrl.run import HostStepper  # noqa: E402
+from streamrl.engine import HostStepper  # noqa: E402
 
 
 def test_adapter_hides_the_reset_step_and_holds_the_final_transition():
@@ -25,7 +25,7 @@ def test_adapter_hides_the_reset_step_and_holds_the_final_transition():
     lengths = np.zeros(4, int)
     ended = {"terminated": 0, "truncated": 0}
     for _ in range(600):
-        obs, rewards, term, trunc, final_obs, episodes, active = envs.step(rng.integers(0, 2, 4))
+        obs, rewards, term, trunc, final_obs, _, active, episodes = envs.step(rng.integers(0, 2, 4))
         # every transition an agent learns from is a real CartPole step: reward 1
         assert (rewards[active] == 1.0).all()
         lengths[active] += 1
@@ -44,16 +44,17 @@ def test_no_agent_learns_from_the_inserted_reset_step():
     cfg = TrainConfig(algo="td", env="envpool:CartPole-v1", total_steps=1000, num_seeds=3, scale_reward=False, max_episode_steps=30)
     envs = make_envpool(cfg.env, [0, 1, 2], max_episode_steps=30)
     resolved = resolve(cfg, envs.spec)
-    stepper = HostStepper(ALGORITHMS["td"](resolved.agent), resolved.members, masked=True)
+    stepper = HostStepper(ALGORITHMS["td"](resolved.agent), resolved.members, pausing=envs.masks_agents)
     actions = stepper.start(envs.reset())
     learned = np.zeros(3, int)
     waited = 0
     for _ in range(300):
         before_actions = np.array(actions)
         before = jax.tree_util.tree_map(np.asarray, stepper.state.params)
-        obs, rewards, term, trunc, final_obs, episodes, active = envs.step(actions)
-        assert (rewards[active] == 1.0).all()  # what the agents may learn from: real steps only
-        actions = stepper.step(obs, rewards, term, trunc, final_obs, active)
+        batch = envs.step(actions)
+        active = batch.active
+        assert (batch.reward[active] == 1.0).all()  # what the agents may learn from: real steps only
+        actions, _ = stepper.step(batch)
         learned += active
         after = stepper.state.params
         for i in np.flatnonzero(~active):  # a waiting agent neither learns nor acts

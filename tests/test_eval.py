@@ -34,13 +34,8 @@ def _restored(run):
     spec = make_env(cfg.env).spec
     resolved = resolve(cfg, spec)
     agent = ALGORITHMS["q"](resolved.agent)
-    from streamrl.run import final_checkpoint_meta, fleet, stack_hparams
-
-    hp = stack_hparams(resolved.members)
-    keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in resolved.members])
-    target = jax.eval_shape(fleet(agent.init, 2), keys, jnp.zeros((2, *spec.obs_shape)), hp)
-    items, meta = checkpoint.restore(run, {"agents": target}, final_checkpoint_meta(cfg, resolved))
-    return agent, items["agents"], meta
+    state, meta = checkpoint.restore_fleet(run, cfg, resolved, agent)
+    return agent, state, meta
 
 
 def test_run_directory_keeps_the_final_agent_state(minatar_run):
@@ -62,13 +57,43 @@ def test_eval_replays_the_greedy_policy_with_frozen_normalisers(minatar_run):
     while len(episodes) < 2:
         x = ((obs - mean) / np.sqrt(var + 1e-8)).astype(np.float32)
         q = agent.apply("q", s.params["q"], jnp.asarray(x))[0]
-        obs, _, _, _, _, episode = env.step(int(np.argmax(q)))
+        ts, episode = env.step(int(np.argmax(q)))
+        obs = ts.obs
         if episode is not None:
             episodes.append({"episodic_return": episode[0], "length": episode[1]})
     assert out["agents"][0]["agent"] == 1 and out["agents"][0]["episodes"] == episodes
-    assert json.loads((minatar_run / "eval.json").read_text())["agents"][0]["episodes"] == episodes
-    _, after, _ = _restored(minatar_run)
-    np.testing.assert_array_equal(after.norm.obs.count, state.norm.obs.count)  # nothing learned or updated
+    written = json.loads((minatar_run / "eval.json").read_text())
+    assert written["agents"][0]["episodes"] == episodes
+    # what eval restores: the newest checkpoint, the run's final state (step 1,500)
+    assert out["checkpoint_step"] == written["checkpoint_step"] == checkpoint.latest_step(minatar_run) == 1500
+
+
+def test_eval_restores_the_newest_checkpoint_not_an_older_one(tmp_path):
+    """With two checkpoints kept, eval uses the newest: its episodes equal an independent
+    replay of the newest state's policy, and differ from the older state's."""
+    run = tmp_path / "two"
+    train(TrainConfig(algo="q", env="CartPole-v1", total_steps=4000, checkpoint_every=2000, run_dir=run, progress=False))
+    cfg = TrainConfig(algo="q", env="CartPole-v1", total_steps=4000, checkpoint_every=2000, run_dir=run, progress=False)
+    resolved = resolve(cfg, make_env(cfg.env).spec)
+    agent = ALGORITHMS["q"](resolved.agent)
+    out = evaluate(run, episodes=3)
+    assert out["checkpoint_step"] == 4000
+
+    def replay(step):
+        state, _ = checkpoint.restore_fleet(run, cfg, resolved, agent, step=step)
+        s = jax.tree_util.tree_map(lambda x: np.asarray(x[0]), state)
+        mean, var = s.norm.obs.mean, s.norm.obs.m2 / np.maximum(s.norm.obs.count - 1, 1)
+        env = make_env(cfg.env, seed=EVAL_SEED_OFFSET)
+        obs, lengths, t = env.reset(), [], 0
+        while len(lengths) < 3:
+            x = np.append((obs - mean) / np.sqrt(var + 1e-8), -0.5 + max(t - 1, 0) / 10_000).astype(np.float32)
+            ts, episode = env.step(int(np.argmax(agent.apply("q", s.params["q"], jnp.asarray(x))[0])))
+            obs, t = ts.obs, 0 if ts.new_episode else t + 1
+            if episode is not None:
+                lengths.append(episode[1])
+        return lengths
+
+    assert [e["length"] for e in out["agents"][0]["episodes"]] == replay(4000) != replay(2000)
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".mp4"])

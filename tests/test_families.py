@@ -40,11 +40,11 @@ class RawLog(gym.Wrapper):
         return self.env.reset(**kwargs)
 
 
-def _logged_atari(env_id="ALE/Breakout-v5", seed=0):
+def _logged_atari(env_id="ALE/Breakout-v5", seed=0, life_loss="continue"):
     """The adapter make_env builds, with a RawLog under the preprocessing."""
     spec = make_env(env_id, seed).spec
     raw = RawLog(gym.make(env_id, frameskip=1, disable_env_checker=True))
-    return GymnasiumEnv(wrap_atari(raw), spec, seed), raw
+    return GymnasiumEnv(wrap_atari(raw, life_loss=life_loss), spec, seed), raw
 
 
 def test_atari_spec_shapes_dtypes_and_preprocessing_settings():
@@ -83,15 +83,15 @@ def test_freeway_has_no_fire_so_reset_does_not_press_it():
     assert set(raw.actions) == {0}
 
 
-def test_life_loss_ends_the_learners_episode_but_not_the_reported_game():
-    env, raw = _logged_atari(seed=3)
+def test_life_loss_restart_ends_the_learners_episode_but_not_the_reported_game():
+    env, raw = _logged_atari(seed=3, life_loss="restart")
     env.reset()
     rng = np.random.default_rng(0)
     lives = env.env.unwrapped.ale.lives()
     life_losses, game_rewards, start = 0, [], 0
     while True:
         raw_before = len(raw.rewards)
-        obs, reward, terminated, truncated, final_obs, episode = env.step(rng.integers(4))
+        (obs, reward, terminated, truncated, final_obs, _), episode = env.step(rng.integers(4))
         assert reward == pytest.approx(sum(raw.rewards[raw_before : raw_before + 4]))  # max-and-skip sums 4 frames
         if terminated and episode is None:
             life_losses += 1
@@ -105,6 +105,54 @@ def test_life_loss_ends_the_learners_episode_but_not_the_reported_game():
             assert episode[0] == pytest.approx(sum(raw.rewards[start:]))
             break
     assert life_losses == 4  # Breakout: five lives, the last one ends the game
+
+
+def test_life_loss_continue_is_terminal_for_the_learner_without_any_reset():
+    """The default, as the official stream-x Atari scripts run (SB3's EpisodicLifeEnv, reset
+    only when the game is over): a lost life is ``terminated`` for the learner, but nothing
+    is reset: no no-op, no FIRE, the next observation is the next frame, the frame stack
+    goes on (``new_episode`` False); the reported episode is the whole game."""
+    env, raw = _logged_atari(seed=3)
+    env.reset()
+    rng = np.random.default_rng(0)
+    lives, life_losses, fired_at_start = env.env.unwrapped.ale.lives(), 0, list(raw.actions)
+    while True:
+        before = len(raw.actions)
+        ts, episode = env.step(rng.integers(4))
+        if episode is None:  # one agent step = four emulator frames, never more (game over resets)
+            assert len(raw.actions) == before + 4
+        if ts.terminated and episode is None:
+            life_losses += 1
+            lives -= 1
+            assert env.env.unwrapped.ale.lives() == lives and not ts.new_episode
+            np.testing.assert_array_equal(ts.obs, ts.final_obs)  # the agent acts on the next frame
+        if episode is not None:
+            assert ts.new_episode and episode[0] == pytest.approx(sum(raw.rewards))
+            break
+    assert life_losses == 4 and fired_at_start[-8:] == [1] * 4 + [2] * 4
+    # the agent: terminal for learning (no bootstrap, traces reset), the stack goes on
+    spec = make_env("ALE/Breakout-v5").spec
+    agent = ALGORITHMS["q"](resolve(TrainConfig(algo="q", env=spec.env_id), spec).agent)
+    hp = HParams().as_arrays()
+    frames = [np.full((84, 84, 1), v, np.float32) for v in (10.0, 20.0, 30.0)]
+    state = agent.init(jax.random.PRNGKey(0), jnp.asarray(frames[0]), hp)
+    ts = lambda f, terminated, new_episode: jax.tree_util.tree_map(  # noqa: E731
+        jnp.asarray, TimeStep(f, np.float32(0.0), terminated, False, f, new_episode)
+    )
+    state, _ = agent.step(state, ts(frames[1], False, False), hp)
+    norm, o = agent.observe(state.norm, state.obs, ts(frames[2], True, False), hp)
+    assert float(o.bootstrap) == 0.0 and bool(o.done)
+    np.testing.assert_array_equal(o.act_obs, o.next_obs)  # the stack continues: s′ is what the agent acts on
+    assert int(norm.obs.count) == int(state.norm.obs.count) + 1  # the frame is counted once
+    _, fresh = agent.observe(state.norm, state.obs, ts(frames[2], True, True), hp)
+    assert not np.array_equal(fresh.act_obs, fresh.next_obs)  # a reset starts a fresh stack
+
+
+def test_runs_written_before_life_loss_existed_keep_the_restart_behaviour():
+    from streamrl.config import config_from_json
+
+    assert config_from_json({"algo": "q", "env": "ALE/Breakout-v5"}).life_loss == "restart"
+    assert TrainConfig().life_loss == "continue"
 
 
 def test_atari_human_normalised_scores():
@@ -169,7 +217,7 @@ def test_minatar_games_spaces_and_episode_records(game):
     rng = np.random.default_rng(0)
     total, length = 0.0, 0
     for _ in range(5000):  # random play ends every game well within this
-        obs, reward, terminated, truncated, final_obs, episode = env.step(rng.integers(spec.action_dim))
+        (obs, reward, terminated, truncated, final_obs, _), episode = env.step(rng.integers(spec.action_dim))
         total, length = total + reward, length + 1
         if episode is not None:
             break
@@ -200,7 +248,7 @@ def test_dm_control_flattened_observations_time_feature_and_episode_records():
     np.testing.assert_allclose(obs, np.concatenate([expected["position"], expected["velocity"]]).astype(np.float32))
     total = 0.0
     for t in range(1, 1001):
-        obs, reward, terminated, truncated, final_obs, episode = env.step(np.zeros(6, np.float32))
+        (obs, reward, terminated, truncated, final_obs, _), episode = env.step(np.zeros(6, np.float32))
         total += reward
         if t < 1000:
             assert episode is None and not (terminated or truncated)

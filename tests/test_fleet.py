@@ -14,7 +14,7 @@ from streamrl.agents import ALGORITHMS
 from streamrl.cli import main
 from streamrl.config import Member, TrainConfig, resolve
 from streamrl.envs import make_env, make_envs
-from streamrl.run import HostStepper
+from streamrl.engine import HostStepper
 
 STEPS = 300
 
@@ -34,9 +34,9 @@ def test_fleet_member_learns_exactly_as_a_single_run(algo, env_id):
     singles = [(make_envs(env_id, [m.seed]), HostStepper(agent, [m])) for m in chosen]
     single_actions = [[s.start(e.reset())] for e, s in singles]
     for _ in range(STEPS):
-        fleet_actions.append(fleet.step(*fleet_envs.step(fleet_actions[-1])[:5]))
+        fleet_actions.append(fleet.step(fleet_envs.step(fleet_actions[-1]))[0])
         for (env, stepper), actions in zip(singles, single_actions):
-            actions.append(stepper.step(*env.step(actions[-1])[:5]))
+            actions.append(stepper.step(env.step(actions[-1]))[0])
     fleet_state = fleet.state
     for i, ((_, stepper), actions) in enumerate(zip(singles, single_actions)):
         # same actions at every step (hence the same stream) …
@@ -92,7 +92,7 @@ def test_flat_codec_round_trips_bit_exactly(separate_from):
     import jax.numpy as jnp
     import numpy as np
 
-    from streamrl.run import FlatCodec
+    from streamrl.engine import FlatCodec
 
     rng = np.random.default_rng(0)
     weird = np.array([np.nan, -0.0, np.inf, 1e-45], np.float32)

@@ -35,7 +35,7 @@ import reference_agent as ref
 from streamrl.agents import ALGORITHMS
 from streamrl.config import Member, TrainConfig, resolve
 from streamrl.envs import make_env, make_envs
-from streamrl.run import HostStepper
+from streamrl.engine import HostStepper
 
 RTOL = 1e-4
 
@@ -122,7 +122,7 @@ def _unbatch(state):
 def _step_both(envs, stepper, action, env, box, reference):
     """One environment step of both; returns (streamrl state, next action, reference δ,
     whether the episode ended)."""
-    actions = stepper.step(*envs.step(np.asarray(action)[None])[:5])
+    actions, _ = stepper.step(envs.step(np.asarray(action)[None]))
     a = np.asarray(action)
     final, reward, terminated, truncated, _ = env.step(np.clip(a, env.action_space.low, env.action_space.high) if box else int(a))
     obs = env.reset()[0] if (terminated or truncated) else final

@@ -19,7 +19,9 @@ import jax
 
 from streamrl.errors import CheckpointError
 
-__all__ = ["CHECKPOINT_DIR", "MAX_TO_KEEP", "save", "restore", "read_meta", "latest_step", "checkpoint_meta"]
+__all__ = [
+    "CHECKPOINT_DIR", "MAX_TO_KEEP", "save", "restore", "restore_fleet", "read_meta", "latest_step", "checkpoint_meta", "run_meta",
+]
 
 CHECKPOINT_DIR = "checkpoints"
 MAX_TO_KEEP = 2
@@ -47,6 +49,26 @@ def checkpoint_meta(algo: str, env_id: str, agent_config: dict, num_agents: int)
     except importlib.metadata.PackageNotFoundError:
         version = None
     return {"algo": algo, "env": env_id, "agent": agent_config, "num_agents": num_agents, "streamrl": version}
+
+
+def run_meta(cfg, resolved) -> dict:
+    """:func:`checkpoint_meta` of a run: its TrainConfig and its
+    :class:`~streamrl.config.Resolved` (what a restored state must match)."""
+    from streamrl.results import jsonable
+
+    return checkpoint_meta(cfg.algo, cfg.env, jsonable(resolved.agent), len(resolved.members))
+
+
+def restore_fleet(run_dir: Path, cfg, resolved, agent, step: int | None = None) -> tuple[Any, dict]:
+    """The fleet AgentState (leaves [N, ...]) of checkpoint ``step`` (default: the newest)
+    of the run ``cfg`` resolved as ``resolved`` with ``agent``, and the checkpoint's meta.
+    The one place that rebuilds a fleet's shapes from its configuration
+    (:func:`streamrl.engine.fleet_state_target`). Raises CheckpointError as :func:`restore`."""
+    from streamrl.engine import fleet_state_target
+
+    target = {"agents": fleet_state_target(agent, resolved.members)}
+    items, meta = restore(run_dir, target, run_meta(cfg, resolved), step=step)
+    return items["agents"], meta
 
 
 def save(run_dir: Path, step: int, items: dict[str, Any], meta: dict) -> Path:

@@ -164,22 +164,24 @@ def _envs(cfg: EnvsConfig) -> int:
     import gymnasium as gym
 
     from streamrl.envs.gym import register_optional_families
+    from streamrl.families import SOURCES
 
     register_optional_families()  # MinAtar, ALE and dm_control ids, where installed
     ids = list(gym.registry)
     if importlib.util.find_spec("gymnax"):
         import gymnax
 
-        ids += [f"gymnax:{name}" for name in gymnax.registered_envs]
+        ids += [SOURCES["gymnax"].prefix + name for name in gymnax.registered_envs]
     # brax takes ~20 s to import: only when asked for.
-    if importlib.util.find_spec("brax") and (not cfg.filter or cfg.filter.lower() in "brax:"):
+    prefix = SOURCES["brax"].prefix
+    if importlib.util.find_spec("brax") and (not cfg.filter or cfg.filter.lower() in prefix):
         from brax import envs as brax_envs
 
-        ids += [f"brax:{name}" for name in brax_envs._envs]
+        ids += [prefix + name for name in brax_envs._envs]
     if importlib.util.find_spec("envpool"):
         import envpool
 
-        ids += [f"envpool:{name}" for name in envpool.list_all_envs()]
+        ids += [SOURCES["envpool"].prefix + name for name in envpool.list_all_envs()]
     for env_id in sorted(ids):
         if cfg.filter.lower() in env_id.lower():
             print(env_id)

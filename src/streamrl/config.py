@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from pathlib import Path
 from typing import Annotated, Literal
 
 import tyro
 
-from streamrl.agents import ALGORITHMS, AgentConfig, HParams, validate_hparams
-from streamrl.envs.gym import EnvSpec
+from streamrl import families
+from streamrl.agents import ALGORITHMS, AgentConfig, HParams
 from streamrl.errors import ConfigError, UnsupportedSpaceError
-from streamrl.nets import TORSOS, torso_for_shape
+from streamrl.nets import CONV_HIDDEN, TORSOS, torso_for_shape
+from streamrl.types import EnvSpec
 
 __all__ = [
-    "TrainConfig", "Member", "Resolved", "resolve", "config_from_json", "load_run_config", "DEFAULT_TOTAL_STEPS", "SWEEPABLE",
+    "TrainConfig", "Member", "Resolved", "resolve", "validate_hparams", "config_from_json", "load_run_config", "SWEEPABLE",
 ]
 
 Algo = Literal["ac", "q", "sarsa", "td"]
@@ -64,19 +66,8 @@ SWEEPABLE = {
     "adam_eps": "adam_eps",
 }
 
-# Default run lengths by family (docs/algorithms.md "Hyper-parameters"): classic control 500k,
-# MuJoCo and DM Control 2M, MinAtar 5M for Q (10M for AC and SARSA), Atari 10M agent steps.
-DEFAULT_TOTAL_STEPS = {
-    "classic_control": 500_000,
-    "mujoco": 2_000_000,
-    "brax": 2_000_000,
-    "dmc": 2_000_000,
-    "minatar": 5_000_000,
-    "atari": 10_000_000,
-}
-LONGER_TOTAL_STEPS = {("minatar", "ac"): 10_000_000, ("minatar", "sarsa"): 10_000_000}
-FALLBACK_TOTAL_STEPS = 1_000_000
 DEFAULT_TIME_LIMIT = 1000
+"""T of the time feature for environments without an episode limit."""
 
 
 @dataclasses.dataclass
@@ -122,6 +113,10 @@ class TrainConfig:
     exploration_fraction: Values | None = None
     """Fraction of the run over which ε decays linearly (default, as the official scripts
     run: 0.2 for MinAtar Q, 50,000 steps for MinAtar SARSA, 0.05 otherwise)."""
+    life_loss: Literal["continue", "restart"] = "continue"
+    """Atari: a lost life is terminal for the learner. continue: the game and the frame
+    stack go on (the official code's, and the paper's numbers); restart: the learner starts
+    a new episode (no-op, FIRE, fresh frame stack: OpenAI Baselines' wrappers)."""
     optimizer: Literal["obgd", "adaptive"] = "obgd"
     """ObGD, or AdaptiveObGD (second-moment scaling)."""
     beta2: Values = (0.999,)
@@ -174,27 +169,27 @@ def config_from_json(options: dict) -> TrainConfig:
     if unknown:
         raise ConfigError(f"config.json has options this streamrl does not know: {', '.join(unknown)}")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+    # Runs written before --life-loss existed restarted the learner's episode at a lost life.
+    values.setdefault("life_loss", "restart")
     if values.get("run_dir") is not None:
         values["run_dir"] = Path(values["run_dir"])
     return TrainConfig(**values)
 
 
 def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
-    """The TrainConfig a run directory was trained with, and its whole ``config.json``.
+    """The TrainConfig a run directory was trained with, and its whole ``config.json``
+    (read by :func:`streamrl.results.load_config`).
 
     Raises:
       ConfigError: no ``config.json`` (not a run directory), or a damaged one.
     """
-    import json
+    from streamrl.results import load_config
 
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.json); pass a directory `streamrl train` wrote")
+    recorded = load_config(run_dir)
     try:
-        recorded = json.loads(path.read_text())
         return config_from_json(recorded["options"]), recorded
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-        raise ConfigError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ConfigError(f"{Path(run_dir) / 'config.json'} is damaged ({type(exc).__name__}: {exc})") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,8 +222,41 @@ class Resolved:
         return self.members[0].hparams
 
 
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def validate_hparams(hp: HParams) -> None:
+    """Raise ``ValueError`` (the config layer: messages name the CLI flags) with a one-line, actionable message for an invalid setting.
+
+    Checks: lr > 0, γ and λ in [0, 1], κ ≥ 0 (0 disables the ObGD bound), entropy ≥ 0,
+    ε ends in [0, 1], ε decay steps > 0, β₂ in [0, 1), adam ε > 0, flags 0 or 1, all finite.
+    """
+    for name, value in hp._asdict().items():
+        v = float(value)
+        _check(math.isfinite(v), f"--{_flag(name)} must be a finite number, got {value}")
+    _check(hp.lr > 0, f"--lr must be > 0, got {hp.lr}")
+    _check(0 <= hp.gamma <= 1, f"--gamma must be in [0, 1], got {hp.gamma}")
+    _check(0 <= hp.lambda_ <= 1, f"--lambda must be in [0, 1], got {hp.lambda_}")
+    _check(hp.kappa >= 0, f"--kappa must be >= 0 (0 disables the ObGD bound), got {hp.kappa}")
+    _check(hp.kappa_policy >= 0, f"--kappa-policy must be >= 0, got {hp.kappa_policy}")
+    _check(hp.entropy_coef >= 0, f"--entropy-coef must be >= 0, got {hp.entropy_coef}")
+    _check(0 <= hp.eps_start <= 1, f"--eps-start must be in [0, 1], got {hp.eps_start}")
+    _check(0 <= hp.eps_end <= 1, f"--eps-end must be in [0, 1], got {hp.eps_end}")
+    _check(hp.eps_decay_steps > 0, f"epsilon decay steps must be > 0, got {hp.eps_decay_steps}")
+    _check(0 <= hp.beta2 < 1, f"--beta2 must be in [0, 1), got {hp.beta2}")
+    _check(hp.adam_eps > 0, f"--adam-eps must be > 0, got {hp.adam_eps}")
+    for flag in ("bootstrap_truncated", "normalize_obs", "scale_reward"):
+        _check(float(getattr(hp, flag)) in (0.0, 1.0), f"{flag} must be 0 or 1")
+
+
+def _flag(name: str) -> str:
+    return "lambda" if name == "lambda_" else name.replace("_", "-")
+
+
 def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
-    """Fill family defaults and validate.
+    """Fill the defaults of the environment's family (:mod:`streamrl.families`) and validate.
 
     Raises:
       ConfigError: an invalid hyper-parameter, or an algorithm that cannot run on the
@@ -242,22 +270,14 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             f"Stream {cfg.algo.upper()}(λ) needs Discrete actions and {spec.env_id} has Box actions; "
             "use `streamrl train ac`"
         )
-    total_steps = cfg.total_steps or LONGER_TOTAL_STEPS.get(
-        (spec.family, cfg.algo), DEFAULT_TOTAL_STEPS.get(spec.family, FALLBACK_TOTAL_STEPS)
-    )
+    family = families.get(spec.family)
+    total_steps = cfg.total_steps or family.default_total_steps(cfg.algo)
     if total_steps <= 0:
         raise ConfigError(f"--total-steps must be > 0, got {total_steps}")
     if cfg.num_seeds <= 0:
         raise ConfigError(f"--num-seeds must be >= 1, got {cfg.num_seeds}")
-    # ε schedules that the official scripts actually run (docs/algorithms.md
-    # "Hyper-parameters"): 5% of the run; MinAtar Q 20%; MinAtar SARSA 50,000 steps (its
-    # script passes the 0.05 fraction but not the run length, so 0.05 × the class's 1M).
-    if cfg.exploration_fraction:
-        fractions = cfg.exploration_fraction
-    elif spec.family == "minatar":
-        fractions = (min(1.0, 50_000 / (cfg.schedule_steps or total_steps)),) if cfg.algo == "sarsa" else (0.2,)
-    else:
-        fractions = (0.05,)
+    # The ε schedules the official scripts actually run (docs/algorithms.md "Hyper-parameters").
+    fractions = cfg.exploration_fraction or (family.exploration_fraction(cfg.algo, cfg.schedule_steps or total_steps),)
     for fraction in fractions:
         if not 0 < fraction <= 1:
             raise ConfigError(f"--exploration-fraction must be in (0, 1], got {fraction}")
@@ -267,19 +287,21 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
         raise ConfigError(f"--checkpoint-every must be >= 0 (0: only at the end), got {cfg.checkpoint_every}")
     if cfg.max_episode_steps is not None and cfg.max_episode_steps <= 0:
         raise ConfigError(f"--max-episode-steps must be > 0, got {cfg.max_episode_steps}")
+    if cfg.hidden is not None and (not cfg.hidden or any(h <= 0 for h in cfg.hidden)):
+        raise ConfigError(f"--hidden must list positive layer widths, got {tuple(cfg.hidden)}")
+    if cfg.optimizer not in ("obgd", "adaptive"):
+        raise ConfigError(f"--optimizer must be 'obgd' or 'adaptive', got {cfg.optimizer!r}")
     frame_stack = spec.frame_stack
     stacked = (*spec.obs_shape[:-1], spec.obs_shape[-1] * frame_stack) if frame_stack > 1 else spec.obs_shape
     try:
-        torso = torso_for_shape(stacked) if cfg.torso == "auto" else cfg.torso
+        torso = (family.torso or torso_for_shape(stacked)) if cfg.torso == "auto" else cfg.torso
     except ValueError as exc:
         raise UnsupportedSpaceError(f"{spec.env_id}: {exc}") from None
     assert torso in TORSOS
     if cfg.hidden is not None:
         hidden = tuple(cfg.hidden)
-    elif torso == "minatar":
-        hidden = (128,)
-    elif torso == "atari":
-        hidden = (256,)
+    elif torso in CONV_HIDDEN:
+        hidden = CONV_HIDDEN[torso]
     else:
         # 2 × 32 for Q, SARSA and Discrete-action AC (the official classic-control scripts),
         # 2 × 128 for Box-action AC and for TD.

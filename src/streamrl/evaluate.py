@@ -39,25 +39,27 @@ many agent steps (108,000 frames at frame skip 4, the Atari convention of Machad
 ``"cut": true``."""
 
 
-def _env_factory(env_id: str, max_episode_steps: int | None):
-    """(spec, make(seed, render) -> stepper) for a host or device id."""
-    from streamrl.envs.device import is_device_id
+def _env_factory(env_id: str, max_episode_steps: int | None, life_loss: str):
+    """(spec, make(seed, render) -> one environment with the GymnasiumEnv interface) for
+    a Gymnasium or device id (the id's source, :mod:`streamrl.families`)."""
+    from streamrl import families
 
-    if is_device_id(env_id):
+    source = families.source_of(env_id)
+    if families.SOURCES[source].driver == "device":
         from streamrl.envs.device import make_device_env
 
         env = make_device_env(env_id, max_episode_steps)
         return env.spec, lambda seed, render: _DeviceEpisodes(env, seed, render)
-    if env_id.startswith("envpool:"):
+    if source != "gymnasium":
         raise ConfigError(
             f"evaluate {env_id} on its Gymnasium twin: pass --env with a Gymnasium id (e.g. --env {env_id.split(':', 1)[1]})"
         )
     from streamrl.envs.gym import make_env
 
-    probe = make_env(env_id, 0, max_episode_steps)
+    probe = make_env(env_id, 0, max_episode_steps, life_loss=life_loss)
     spec = probe.spec
     probe.close()
-    return spec, lambda seed, render: make_env(env_id, seed, max_episode_steps, "rgb_array" if render else None)
+    return spec, lambda seed, render: make_env(env_id, seed, max_episode_steps, "rgb_array" if render else None, life_loss=life_loss)
 
 
 class _DeviceEpisodes:
@@ -79,16 +81,15 @@ class _DeviceEpisodes:
 
     def step(self, action):
         self._t += 1
-        self._state, (obs, reward, terminated, truncated, final_obs) = self._step(
-            jax.random.fold_in(self._key, self._t), self._state, jnp.asarray(action)
-        )
-        self._return += float(reward)
+        self._state, ts = self._step(jax.random.fold_in(self._key, self._t), self._state, jnp.asarray(action))
+        ts = jax.tree_util.tree_map(np.asarray, ts)
+        self._return += float(ts.reward)
         self._length += 1
         episode = None
-        if bool(terminated) or bool(truncated):
+        if bool(ts.terminated) or bool(ts.truncated):
             episode = (self._return, self._length)
             self._return, self._length = 0.0, 0
-        return np.asarray(obs), float(reward), bool(terminated), bool(truncated), np.asarray(final_obs), episode
+        return ts, episode
 
     def close(self) -> None:
         """Nothing to release: a JAX environment holds no outside resources."""
@@ -155,10 +156,9 @@ def _default_video_path(run_dir: Path, agent: int) -> Path:
 
 
 def _fps(env, family: str) -> float:
-    if family == "minatar":
-        return 10.0
-    fps = float((getattr(getattr(env, "env", None), "metadata", {}) or {}).get("render_fps") or 30.0)
-    return fps / 4 if family == "atari" else fps  # one frame per agent step (frame skip 4)
+    from streamrl import families
+
+    return families.get(family).fps((getattr(getattr(env, "env", None), "metadata", {}) or {}).get("render_fps"))
 
 
 def evaluate(
@@ -192,8 +192,8 @@ def evaluate(
       CheckpointError: no final state, or a corrupt or mismatched one.
       MissingExtraError: video writing or rendering needs an extra.
     """
-    from streamrl import checkpoint
-    from streamrl.run import fleet, final_checkpoint_meta, stack_hparams
+    from streamrl import checkpoint, families
+    from streamrl.engine import stack_hparams
 
     import os
 
@@ -204,7 +204,7 @@ def evaluate(
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     if cfg.algo == "td":
         raise ConfigError("Stream TD(λ) learns the value of a fixed random policy: it has no policy to evaluate")
-    spec, make = _env_factory(env_id or cfg.env, cfg.max_episode_steps)
+    spec, make = _env_factory(env_id or cfg.env, cfg.max_episode_steps, cfg.life_loss)
     resolved = resolve(cfg, spec)
     members = resolved.members
     agents = tuple(range(len(members))) if agents is None else tuple(agents)
@@ -213,11 +213,7 @@ def evaluate(
             raise ConfigError(f"--agents: {i} is not an agent of this run (it has {len(members)}: 0..{len(members) - 1})")
     agent = ALGORITHMS[cfg.algo](resolved.agent)
     hparams = stack_hparams(members)
-    keys = jnp.stack([jax.random.PRNGKey(m.seed) for m in members])
-    obs0 = jnp.zeros((len(members), *spec.obs_shape), jnp.float32)
-    target = jax.eval_shape(fleet(agent.init, len(members)), keys, obs0, hparams)
-    items, meta = checkpoint.restore(run_dir, {"agents": target}, final_checkpoint_meta(cfg, resolved))
-    states = items["agents"]
+    states, meta = checkpoint.restore_fleet(run_dir, cfg, resolved, agent)
 
     @jax.jit
     def policy(state, hp, raw_obs, prev_x, episode_step, new_episode):
@@ -242,9 +238,9 @@ def evaluate(
             total, length = 0.0, 0
             while len(done_episodes) < episodes:
                 action, x = policy(state_i, hp_i, jnp.asarray(raw), x, jnp.int32(episode_step), jnp.bool_(new_episode))
-                raw, reward, terminated, truncated, _, episode = env.step(np.asarray(action))
-                total, length = total + reward, length + 1
-                new_episode = terminated or truncated
+                ts, episode = env.step(np.asarray(action))
+                raw, total, length = ts.obs, total + float(ts.reward), length + 1
+                new_episode = bool(ts.new_episode)
                 episode_step = 0 if new_episode else episode_step + 1
                 if record and not done_episodes and len(frames) < max_video_frames:
                     frames.append(_render(env, spec))
@@ -277,14 +273,13 @@ def evaluate(
         "agents": results,
         "video": None if video_path is None else str(video_path),
     }
-    if spec.family == "atari":
-        from streamrl.envs.atari_scores import game_of, human_normalized
+    game = families.human_game(spec.env_id)
+    if game is not None:
+        from streamrl.envs.atari_scores import human_normalized
 
-        game = game_of(spec.env_id)
-        if game is not None:
-            out["human_normalized_mean"] = human_normalized(game, out["mean_return"])
-            for r in results:
-                r["human_normalized"] = human_normalized(game, r["mean_return"])
+        out["human_normalized_mean"] = human_normalized(game, out["mean_return"])
+        for r in results:
+            r["human_normalized"] = human_normalized(game, r["mean_return"])
     (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
     return out
 
@@ -293,13 +288,9 @@ def _render(env, spec) -> np.ndarray:
     try:
         frame = env.render()
     except Exception as exc:  # noqa: BLE001  (rendering back ends raise anything)
-        hint = (
-            "MuJoCo and DM Control render through OpenGL: set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU, needs libOSMesa)"
-            if spec.family in ("mujoco", "dmc")
-            else "classic control renders with pygame: pip install 'gymnasium[classic-control]'"
-            if spec.family == "classic_control"
-            else "install the environment's rendering dependencies"
-        )
+        from streamrl import families
+
+        hint = families.get(spec.family).render_hint
         raise StreamRLError(f"rendering {spec.env_id} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:100] if str(exc) else ''}); {hint}") from None
     if frame is None:
         raise StreamRLError(f"{spec.env_id} rendered no frame; it may not support render_mode='rgb_array'")

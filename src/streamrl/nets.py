@@ -30,6 +30,10 @@ import jax.numpy as jnp
 __all__ = ["sparse_init", "num_sparse_zeros", "leaky_relu", "StreamNet", "torso_for_shape", "TORSOS"]
 
 TORSOS = ("mlp", "minatar", "atari")
+
+CONV_HIDDEN = {"minatar": (128,), "atari": (256,)}
+"""Default width of the Linear layer after each conv torso (the official MinAtar and Atari
+scripts: 128 and 256)."""
 LAYER_NORM_EPS = 1e-5
 LEAKY_SLOPE = 0.01
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrl.errors import ConfigError, MissingExtraError
+from streamrl.errors import ConfigError, MissingExtraError, StreamRLError
 
 __all__ = ["load_scores", "score_matrices", "aggregate", "probability_of_improvement", "report", "METRICS"]
 
@@ -54,14 +54,14 @@ def load_scores(run_dirs) -> list[dict]:
     """
     import pandas as pd
 
-    from streamrl.results import tail_mean
+    from streamrl.results import load_config, tail_mean
 
     records = []
     for run in map(Path, run_dirs):
         try:
-            config = json.loads((run / "config.json").read_text())
+            config = load_config(run)
             episodes = pd.read_csv(run / "episodes.csv")
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, StreamRLError) as exc:
             raise ConfigError(f"{run} is not a readable run directory ({type(exc).__name__}); pass directories `streamrl train` wrote") from None
         for member in config["members"]:
             agent = int(member["agent"])
@@ -91,9 +91,10 @@ def _method_labels(records: list[dict]) -> list[str]:
 
 
 def _normalizer(mode: str, tasks: list[str], records: list[dict]):
-    from streamrl.envs.atari_scores import game_of, human_normalized
+    from streamrl.envs.atari_scores import human_normalized
+    from streamrl.families import human_game
 
-    games = {t: game_of(t.split(":", 1)[-1]) for t in tasks}
+    games = {t: human_game(t) for t in tasks}
     if mode == "auto":
         mode = "human" if all(games.values()) else "none"
     if mode == "human":

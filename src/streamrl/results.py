@@ -31,6 +31,8 @@ from typing import Iterable
 
 import numpy as np
 
+from streamrl.errors import StreamRLError
+
 __all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_runs", "jsonable", "tail_mean", "EPISODE_COLUMNS"]
 
 EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
@@ -90,11 +92,11 @@ class RunWriter:
     """Writes one run directory; see the module docstring for its contents."""
 
     def __init__(self, path: Path, members=(), swept: tuple[str, ...] = (), env_id: str | None = None):
-        from streamrl.envs.atari_scores import game_of
+        from streamrl import families
 
         self.path = path
         # Atari games with reference scores also get a human-normalised summary score
-        self.game = game_of(env_id.split(":", 1)[-1]) if env_id and not env_id.startswith(("gymnax:", "brax:")) else None
+        self.game = families.human_game(env_id) if env_id else None
         self.members = tuple(members)
         self.swept = tuple(swept)
         self._pending: list[tuple] = []
@@ -143,8 +145,8 @@ class RunWriter:
         a kill, are dropped (atomically) and the rest counted."""
         path = Path(path)
         try:
-            env_id = json.loads((path / "config.json").read_text()).get("env")
-        except (OSError, ValueError):
+            env_id = load_config(path).get("env")
+        except StreamRLError:
             env_id = None
         writer = cls(path, members, swept, env_id)
         kept = []
@@ -325,12 +327,23 @@ def progress_bar(total: int, *, enabled: bool = True, console=None, agents: int 
 
 
 def load_config(run_dir: Path) -> dict:
+    """The whole ``config.json`` of a run directory (the one place that reads it).
+
+    Raises:
+      ConfigError: no ``config.json`` (not a run directory), or one that is not a JSON object.
+    """
+    from streamrl.errors import ConfigError
+
     path = Path(run_dir) / "config.json"
     if not path.is_file():
-        from streamrl.errors import StreamRLError
-
-        raise StreamRLError(f"{run_dir} is not a run directory (no config.json)")
-    return json.loads(path.read_text())
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json); pass a directory `streamrl train` wrote")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path} is damaged (not a JSON object)")
+    return config
 
 
 def load_episodes(run_dirs: Iterable[Path]):
@@ -392,8 +405,6 @@ def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
 
     df = load_episodes(run_dirs)
     if df.empty:
-        from streamrl.errors import StreamRLError
-
         raise StreamRLError("no finished episodes in " + ", ".join(str(r) for r in run_dirs))
     fig, axes = plt.subplots(1, df["env"].nunique(), figsize=(6.5 * df["env"].nunique(), 4.2), squeeze=False)
     for ax, (env, env_df) in zip(axes[0], df.groupby("env")):

@@ -1,7 +1,10 @@
-"""The stream-x agents, one module per algorithm family, and the registry by name."""
+"""The stream-x agents, one module per algorithm family, and the registry by name.
+
+A new algorithm is one module here (a :class:`StreamAgent` subclass) and one line in
+:data:`ALGORITHMS` (docs/architecture.md)."""
 
 from streamrl.agents.ac import StreamAC
-from streamrl.agents.base import AgentConfig, AgentState, Diagnostics, HParams, StreamAgent, TimeStep, validate_hparams
+from streamrl.agents.base import AgentConfig, AgentState, Diagnostics, HParams, Network, StreamAgent, TimeStep
 from streamrl.agents.control import StreamQ, StreamSARSA
 from streamrl.agents.td import StreamTD
 
@@ -14,11 +17,11 @@ __all__ = [
     "AgentState",
     "Diagnostics",
     "HParams",
+    "Network",
     "StreamAC",
     "StreamAgent",
     "StreamQ",
     "StreamSARSA",
     "StreamTD",
     "TimeStep",
-    "validate_hparams",
 ]

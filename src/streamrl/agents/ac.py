@@ -21,7 +21,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from streamrl.agents.base import AgentState, HParams, StreamAgent, TimeStep, action_key
+from streamrl.agents.base import AgentState, HParams, Network, StreamAgent, TimeStep, action_key
 
 __all__ = ["StreamAC"]
 
@@ -31,10 +31,10 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 class StreamAC(StreamAgent):
     """Stream AC(λ) for Discrete (categorical) or Box (Gaussian) actions."""
 
-    def _param_heads(self):
+    def network_specs(self):
         c = self.config
         actor = (c.action_dim,) if c.discrete else (c.action_dim, c.action_dim)
-        return {"actor": actor, "critic": (1,)}
+        return {"actor": Network(heads=actor, kappa="kappa_policy"), "critic": Network(heads=(1,), kappa="kappa")}
 
     def value(self, params, obs):
         """v(obs): float32 scalar."""
@@ -84,6 +84,9 @@ class StreamAC(StreamAgent):
         return log_prob + entropy_coef * jnp.sign(td_error) * entropy
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True):
+        """One Stream AC(λ) step (shapes and dtypes: :meth:`StreamAgent.step`); the action
+        is int32 [] (Discrete) or float32 [action_dim] (Box, unclipped). δ is the critic's
+        (:func:`~streamrl.agents.base.state_value_td_error`)."""
         norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
 
@@ -101,5 +104,8 @@ class StreamAC(StreamAgent):
             diagnose, td_error, lambda: self.state_value_td_error_after("critic", params["critic"], state.obs, o, hp)
         )
         diag = state.diag.record(td_error, overshoot, opt_state["critic"].step_size, opt_state["actor"].step_size)
-        new_state = AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error, diag)
+        new_state = AgentState(
+            params=params, opt_state=opt_state, norm=norm, obs=o.act_obs, action=action, nongreedy=nongreedy,
+            key=state.key, step=step, td_error=td_error, diag=diag,
+        )
         return new_state, action

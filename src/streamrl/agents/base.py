@@ -25,6 +25,7 @@ import optax
 
 from streamrl import normalize as nz
 from streamrl.optim import adaptive_obgd, obgd
+from streamrl.types import TimeStep
 
 __all__ = [
     "TimeStep",
@@ -35,31 +36,10 @@ __all__ = [
     "Diagnostics",
     "Observation",
     "StreamAgent",
-    "validate_hparams",
+    "Network",
     "epsilon_at",
     "action_key",
 ]
-
-
-class TimeStep(NamedTuple):
-    """What an environment adapter hands an agent after each environment step.
-
-    Attributes:
-      obs: the raw observation the agent acts on next (the reset observation when the
-        episode ended this step), float32 of the observation shape.
-      reward: float32 scalar, the raw reward of the step.
-      terminated: bool scalar, the MDP reached a terminal state.
-      truncated: bool scalar, the episode was cut (time limit); kept separate from
-        ``terminated`` all the way to the agent.
-      final_obs: s′, the raw observation the step produced, before any auto-reset
-        (equal to ``obs`` when the episode goes on).
-    """
-
-    obs: jax.Array
-    reward: jax.Array
-    terminated: jax.Array
-    truncated: jax.Array
-    final_obs: jax.Array
 
 
 class HParams(NamedTuple):
@@ -101,39 +81,6 @@ class HParams(NamedTuple):
     def as_arrays(self) -> "HParams":
         """The same values as float32 JAX scalars (what the jitted step takes)."""
         return HParams(*(jnp.asarray(v, jnp.float32) for v in self))
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
-def validate_hparams(hp: HParams) -> None:
-    """Raise ``ValueError`` with a one-line, actionable message for an invalid setting.
-
-    Checks: lr > 0, γ and λ in [0, 1], κ ≥ 0 (0 disables the ObGD bound), entropy ≥ 0,
-    ε ends in [0, 1], ε decay steps > 0, β₂ in [0, 1), adam ε > 0, flags 0 or 1, all finite.
-    """
-    for name, value in hp._asdict().items():
-        v = float(value)
-        _check(math.isfinite(v), f"--{_flag(name)} must be a finite number, got {value}")
-    _check(hp.lr > 0, f"--lr must be > 0, got {hp.lr}")
-    _check(0 <= hp.gamma <= 1, f"--gamma must be in [0, 1], got {hp.gamma}")
-    _check(0 <= hp.lambda_ <= 1, f"--lambda must be in [0, 1], got {hp.lambda_}")
-    _check(hp.kappa >= 0, f"--kappa must be >= 0 (0 disables the ObGD bound), got {hp.kappa}")
-    _check(hp.kappa_policy >= 0, f"--kappa-policy must be >= 0, got {hp.kappa_policy}")
-    _check(hp.entropy_coef >= 0, f"--entropy-coef must be >= 0, got {hp.entropy_coef}")
-    _check(0 <= hp.eps_start <= 1, f"--eps-start must be in [0, 1], got {hp.eps_start}")
-    _check(0 <= hp.eps_end <= 1, f"--eps-end must be in [0, 1], got {hp.eps_end}")
-    _check(hp.eps_decay_steps > 0, f"epsilon decay steps must be > 0, got {hp.eps_decay_steps}")
-    _check(0 <= hp.beta2 < 1, f"--beta2 must be in [0, 1), got {hp.beta2}")
-    _check(hp.adam_eps > 0, f"--adam-eps must be > 0, got {hp.adam_eps}")
-    for flag in ("bootstrap_truncated", "normalize_obs", "scale_reward"):
-        _check(float(getattr(hp, flag)) in (0.0, 1.0), f"{flag} must be 0 or 1")
-
-
-def _flag(name: str) -> str:
-    return "lambda" if name == "lambda_" else name.replace("_", "-")
 
 
 def action_key(key: jax.Array, step: jax.Array) -> jax.Array:
@@ -180,10 +127,12 @@ class AgentConfig:
     frame_stack: int = 1
 
     def __post_init__(self):
+        # The config layer (streamrl.config.resolve) checks the user's flags and names them
+        # in its messages; these guard the agent against a bad description from code.
         if self.optimizer not in ("obgd", "adaptive"):
-            raise ValueError(f"--optimizer must be 'obgd' or 'adaptive', got {self.optimizer!r}")
+            raise ValueError(f"optimizer must be 'obgd' or 'adaptive', got {self.optimizer!r}")
         if not self.hidden or any(h <= 0 for h in self.hidden):
-            raise ValueError(f"--hidden must list positive layer widths, got {self.hidden}")
+            raise ValueError(f"hidden must list positive layer widths, got {self.hidden}")
         if self.time_limit is not None and self.time_limit <= 0:
             raise ValueError(f"the time-feature limit T must be > 0, got {self.time_limit}")
         if self.frame_stack < 1:
@@ -304,10 +253,34 @@ class Observation(NamedTuple):
     bootstrap: jax.Array  # float32: 1 − (terminated or (truncated and not bootstrap_truncated))
 
 
+class Network(NamedTuple):
+    """What an agent declares about one of its networks.
+
+    Attributes:
+      heads: output sizes of its linear heads (``(n_actions,)`` for Q, ``(1,)`` for v,
+        ``(d, d)`` for a Gaussian policy's μ and pre-softplus σ).
+      kappa: the :class:`HParams` field holding the κ of its ObGD (``"kappa"`` or
+        ``"kappa_policy"``).
+    """
+
+    heads: tuple[int, ...]
+    kappa: str = "kappa"
+
+
+def state_value_td_error(o: "Observation", hp: HParams, v_s, v_next) -> jax.Array:
+    """δ = r + γ·bootstrap·v(s′) − v(s): the TD error of a state-value network (Stream
+    TD(λ) and the critic of Stream AC(λ); arXiv:2410.14606, Algorithms 1 and 3), used by
+    the update and, with the updated parameters, by the overshooting diagnostic."""
+    return o.reward + hp.gamma * o.bootstrap * v_next - v_s
+
+
 class StreamAgent(abc.ABC):
     """Base of the stream-x agents: normalisation, optimiser construction, init.
 
-    Subclasses define ``_param_heads`` (network name → head sizes), ``_act`` and ``step``.
+    A subclass (one module per algorithm) declares its networks (:meth:`network_specs`),
+    its behaviour policy (``_act``), its evaluation policy (``greedy_action``) and its
+    learning step (``step``), with one TD-error function used by both the update and the
+    overshooting diagnostic. ``streamrl.agents.ALGORITHMS`` registers it by name.
     """
 
     def __init__(self, config: AgentConfig):
@@ -315,11 +288,8 @@ class StreamAgent(abc.ABC):
 
     # -- networks -----------------------------------------------------------------
     @abc.abstractmethod
-    def _param_heads(self) -> dict[str, tuple[int, ...]]:
-        """Network name → output sizes of its linear heads."""
-
-    def hidden_for(self, name: str) -> tuple[int, ...]:
-        return self.config.hidden
+    def network_specs(self) -> dict[str, Network]:
+        """Network name → :class:`Network` (head sizes and the κ of its ObGD)."""
 
     @functools.cached_property
     def _nets(self) -> dict:
@@ -327,8 +297,8 @@ class StreamAgent(abc.ABC):
 
         c = self.config
         return {
-            name: StreamNet(torso=c.torso, hidden=self.hidden_for(name), heads=heads, sparsity=c.sparsity)
-            for name, heads in self._param_heads().items()
+            name: StreamNet(torso=c.torso, hidden=c.hidden, heads=spec.heads, sparsity=c.sparsity)
+            for name, spec in self.network_specs().items()
         }
 
     def networks(self) -> dict:
@@ -341,7 +311,8 @@ class StreamAgent(abc.ABC):
         return self._nets[name].apply(params, obs)
 
     def optimizer(self, name: str, hp: HParams) -> optax.GradientTransformationExtraArgs:
-        kappa = hp.kappa_policy if name == "actor" else hp.kappa
+        """The ObGD (or AdaptiveObGD) of network ``name``, with the κ its spec declares."""
+        kappa = getattr(hp, self.network_specs()[name].kappa)
         if self.config.optimizer == "adaptive":
             return adaptive_obgd(hp.lr, hp.gamma, hp.lambda_, kappa, hp.beta2, hp.adam_eps)
         return obgd(hp.lr, hp.gamma, hp.lambda_, kappa)
@@ -401,18 +372,17 @@ class StreamAgent(abc.ABC):
             return check() if diagnose else skip()
         return jax.lax.cond(diagnose, check, skip)
 
-    def state_value_td_error_after(self, name, params, obs, o: "Observation", hp: HParams):
-        """δ′ = r + γ·bootstrap·v′(s′) − v′(s) with the updated parameters ``params`` of
-        state-value network ``name`` (the overshooting diagnostic)."""
-        (v_s,), (v_next,) = self.forward_pair(name, params, obs, o.next_obs)
-        return o.reward + hp.gamma * o.bootstrap * v_next[0] - v_s[0]
-
     def state_value_td_error(self, name, params, obs, o: "Observation", hp: HParams):
-        """δ = r + γ·bootstrap·v(s′) − v(s) of state-value network ``name`` (its head 0
-        is v) and ∇v(s); returns ``(td_error, grads)`` with δ a stopped-gradient float32."""
+        """δ (:func:`state_value_td_error`) of state-value network ``name`` (its head 0 is
+        v) and ∇v(s); returns ``(td_error, grads)`` with δ a stopped-gradient float32."""
         v_s, grads, (v_next,) = self.paired_value_and_grad(name, params, obs, o.next_obs, lambda heads: heads[0][0])
-        td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * v_next[0] - v_s)
-        return td_error, grads
+        return jax.lax.stop_gradient(state_value_td_error(o, hp, v_s, v_next[0])), grads
+
+    def state_value_td_error_after(self, name, params, obs, o: "Observation", hp: HParams):
+        """δ′: :func:`state_value_td_error` with the updated parameters ``params`` of
+        network ``name`` on the same sample (the overshooting diagnostic)."""
+        (v_s,), (v_next,) = self.forward_pair(name, params, obs, o.next_obs)
+        return state_value_td_error(o, hp, v_s[0], v_next[0])
 
     def apply_update(self, name, params, opt_state, grads, td_error, reset, hp):
         """One ObGD step of network ``name``; returns (params, opt_state)."""
@@ -451,28 +421,33 @@ class StreamAgent(abc.ABC):
         """Update the normalisers with one TimeStep and return the normalised view.
 
         Order (docs/algorithms.md): s′ updates the observation statistics before it is
-        normalised; when the episode ended, the reset observation then does the same.
-        ``prev_obs`` is the normalised s (``AgentState.obs``): with frame stacking, s′ is s
-        with its oldest frame dropped and the newly normalised frame appended, and the
-        reset observation starts a fresh stack.
+        normalised; when the environment was reset (``ts.new_episode``), the reset
+        observation then does the same. ``prev_obs`` is the normalised s
+        (``AgentState.obs``): with frame stacking, s′ is s with its oldest frame dropped
+        and the newly normalised frame appended, and a reset observation starts a fresh
+        stack. The learner's episode ends (traces and reward trace reset, no bootstrap
+        when terminated) at ``terminated or truncated``, also where the environment goes
+        on (Atari's lost lives under ``--life-loss continue``: s′ is then also the
+        observation to act on, and its stack goes on).
         """
         done = jnp.logical_or(ts.terminated, ts.truncated)
+        new_episode = done if ts.new_episode is None else ts.new_episode
         final_obs = ts.final_obs.astype(jnp.float32)
         stats = nz.welford_update(norm.obs, final_obs)
         next_obs = self._normalize_obs(stats, final_obs, hp)
         reset_stats = nz.welford_update(stats, ts.obs.astype(jnp.float32))
-        stats = jax.tree_util.tree_map(lambda a, b: jnp.where(done, a, b), reset_stats, stats)
+        stats = jax.tree_util.tree_map(lambda a, b: jnp.where(new_episode, a, b), reset_stats, stats)
         reset_obs = self._normalize_obs(stats, ts.obs, hp)
         episode_step = norm.episode_step + 1
         next_obs = self._stack(prev_obs, next_obs)
         reset_obs = self._fill(reset_obs)
-        act_obs = jnp.where(done, self._with_time(reset_obs, 0 * episode_step), self._with_time(next_obs, episode_step))
+        act_obs = jnp.where(new_episode, self._with_time(reset_obs, 0 * episode_step), self._with_time(next_obs, episode_step))
         next_obs = self._with_time(next_obs, episode_step)
         reward = ts.reward.astype(jnp.float32)
         scaler, scaled = nz.reward_scaler_update(norm.reward, reward, done, hp.gamma)
         reward = jnp.where(hp.scale_reward > 0, scaled, reward)
         cut = jnp.logical_or(ts.terminated, jnp.logical_and(ts.truncated, hp.bootstrap_truncated <= 0))
-        new_norm = StreamNorm(stats, scaler, jnp.where(done, 0, episode_step))
+        new_norm = StreamNorm(stats, scaler, jnp.where(new_episode, 0, episode_step))
         return new_norm, Observation(next_obs, act_obs, reward, done, 1.0 - cut.astype(jnp.float32))
 
     def frozen_observation(self, norm: StreamNorm, prev_obs, raw_obs, episode_step, new_episode, hp: HParams):
@@ -493,7 +468,7 @@ class StreamAgent(abc.ABC):
         """Fresh parameters, traces and normalisers; the first observation ``obs`` (raw,
         the observation shape) goes through the normaliser and the first action is chosen.
         """
-        key, *net_keys = jax.random.split(key, 1 + len(self._param_heads()))
+        key, *net_keys = jax.random.split(key, 1 + len(self.network_specs()))
         stats = nz.welford_update(nz.welford_init(self.config.obs_shape), obs.astype(jnp.float32))
         norm = StreamNorm(stats, nz.reward_scaler_init(), jnp.zeros((), jnp.int32))
         x = self._with_time(self._fill(self._normalize_obs(stats, obs, hp)), norm.episode_step)
@@ -505,7 +480,16 @@ class StreamAgent(abc.ABC):
         step = jnp.zeros((), jnp.int32)
         action, nongreedy = self._act(params, x, step, action_key(key, step), hp)
         return AgentState(
-            params, opt_state, norm, x, action, nongreedy, key, step, jnp.zeros((), jnp.float32), Diagnostics.zeros()
+            params=params,
+            opt_state=opt_state,
+            norm=norm,
+            obs=x,
+            action=action,
+            nongreedy=nongreedy,
+            key=key,
+            step=step,
+            td_error=jnp.zeros((), jnp.float32),
+            diag=Diagnostics.zeros(),
         )
 
     def restart(self, state: AgentState, obs: jax.Array, hp: HParams) -> AgentState:
@@ -531,6 +515,19 @@ class StreamAgent(abc.ABC):
 
     @abc.abstractmethod
     def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True) -> tuple[AgentState, jax.Array]:
-        """Learn from (s, a, r, s′) and choose the next action; returns (state, action).
-        ``diagnose`` (Python bool or unbatched traced bool) recomputes δ′ after the update
-        for the overshooting diagnostic (:class:`Diagnostics`)."""
+        """Learn from (s, a, r, s′) and choose the next action, for one stream (unbatched;
+        a fleet is ``jax.vmap`` of it).
+
+        Args:
+          state: the stream's :class:`AgentState` (s is ``state.obs``, a ``state.action``).
+          ts: the :class:`~streamrl.types.TimeStep` the environment returned for a: obs
+            and final_obs float32 of ``config.obs_shape``, reward float32 [], terminated,
+            truncated (and new_episode) bool [].
+          hp: :class:`HParams` of float32 [] scalars.
+          diagnose: Python bool or unbatched traced bool: recompute δ′ after the update for
+            the overshooting diagnostic (:class:`Diagnostics`).
+
+        Returns:
+          ``(new_state, action)``: the action at the next observation, int32 [] (Discrete)
+          or float32 [action_dim] (Box, unclipped), equal to ``new_state.action``.
+        """

@@ -18,7 +18,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from streamrl.agents.base import AgentState, HParams, StreamAgent, TimeStep, action_key, epsilon_at
+from streamrl.agents.base import AgentState, HParams, Network, StreamAgent, TimeStep, action_key, epsilon_at
 
 __all__ = ["StreamQ", "StreamSARSA", "epsilon_greedy"]
 
@@ -44,8 +44,16 @@ class StreamQ(StreamAgent):
 
     sarsa = False
 
-    def _param_heads(self):
-        return {"q": (self.config.action_dim,)}
+    def network_specs(self):
+        return {"q": Network(heads=(self.config.action_dim,), kappa="kappa")}
+
+    def td_error(self, o, hp: HParams, q_sa, q_next, next_action):
+        """δ = r + γ·bootstrap·Q′ − q(s, a) from q_sa = q(s, a) (float32 []) and the
+        Q-values at s′ (float32 [n_actions]): Q′ = maxₐ′ q(s′, a′) for Q(λ), q(s′, a′) of
+        the next action a′ (int32 []) for SARSA(λ). The update and the overshooting
+        diagnostic both use it."""
+        bootstrap_q = q_next[next_action] if self.sarsa else jnp.max(q_next)
+        return o.reward + hp.gamma * o.bootstrap * bootstrap_q - q_sa
 
     def q_values(self, params, obs):
         """q(obs, ·): float32 [n_actions] for one normalised observation."""
@@ -59,6 +67,8 @@ class StreamQ(StreamAgent):
         return epsilon_greedy(self.q_values(params, obs), epsilon_at(step, hp), key)
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True):
+        """One Stream Q(λ) / SARSA(λ) step (shapes and dtypes: :meth:`StreamAgent.step`);
+        the action is int32 []."""
         norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
         # a′ (SARSA, episode goes on) and the reset action (episode ended) are the same
@@ -68,15 +78,14 @@ class StreamQ(StreamAgent):
         q_sa, grads, (q_next,) = self.paired_value_and_grad(
             "q", state.params["q"], state.obs, o.next_obs, lambda heads: heads[0][state.action]
         )
+        next_action = None
         if self.sarsa:
             # a′ at s′ with the pre-update parameters: both the bootstrap and the next action.
             next_action, next_nongreedy = epsilon_greedy(q_next, epsilon_at(step, hp), key)
-            bootstrap_q = q_next[next_action]
             reset = o.done
         else:
-            bootstrap_q = jnp.max(q_next)
             reset = jnp.logical_or(o.done, state.nongreedy)
-        td_error = jax.lax.stop_gradient(o.reward + hp.gamma * o.bootstrap * bootstrap_q - q_sa)
+        td_error = jax.lax.stop_gradient(self.td_error(o, hp, q_sa, q_next, next_action))
         q_params, q_opt = self.apply_update("q", state.params["q"], state.opt_state["q"], grads, td_error, reset, hp)
         params, opt_state = {"q": q_params}, {"q": q_opt}
 
@@ -87,11 +96,13 @@ class StreamQ(StreamAgent):
 
         def td_after():  # the overshooting diagnostic: δ′ on the same sample, new parameters
             (q_s_new,), (q_next_new,) = self.forward_pair("q", q_params, state.obs, o.next_obs)
-            bootstrap_new = q_next_new[next_action] if self.sarsa else jnp.max(q_next_new)
-            return o.reward + hp.gamma * o.bootstrap * bootstrap_new - q_s_new[state.action]
+            return self.td_error(o, hp, q_s_new[state.action], q_next_new, next_action)
 
         diag = state.diag.record(td_error, self.overshoot_check(diagnose, td_error, td_after), q_opt.step_size)
-        new_state = AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error, diag)
+        new_state = AgentState(
+            params=params, opt_state=opt_state, norm=norm, obs=o.act_obs, action=action, nongreedy=nongreedy,
+            key=state.key, step=step, td_error=td_error, diag=diag,
+        )
         return new_state, action
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from streamrl.agents.base import AgentState, HParams, StreamAgent, TimeStep, action_key
+from streamrl.agents.base import AgentState, HParams, Network, StreamAgent, TimeStep, action_key
 from streamrl.errors import ConfigError
 
 __all__ = ["StreamTD"]
@@ -23,8 +23,8 @@ __all__ = ["StreamTD"]
 class StreamTD(StreamAgent):
     """Stream TD(λ) with a uniform-random behaviour policy over the action space."""
 
-    def _param_heads(self):
-        return {"v": (1,)}
+    def network_specs(self):
+        return {"v": Network(heads=(1,), kappa="kappa")}
 
     def value(self, params, obs):
         """v(obs): float32 scalar for one normalised observation."""
@@ -48,6 +48,9 @@ class StreamTD(StreamAgent):
         raise ConfigError("Stream TD(λ) learns the value of a fixed random policy: it has no policy to evaluate")
 
     def step(self, state: AgentState, ts: TimeStep, hp: HParams, diagnose=True):
+        """One Stream TD(λ) step (shapes and dtypes: :meth:`StreamAgent.step`): δ is
+        :func:`~streamrl.agents.base.state_value_td_error`; the action is the uniform
+        policy's draw."""
         norm, o = self.observe(state.norm, state.obs, ts, hp)
         step = state.step + 1
         td_error, grads = self.state_value_td_error("v", state.params["v"], state.obs, o, hp)
@@ -58,4 +61,8 @@ class StreamTD(StreamAgent):
             diagnose, td_error, lambda: self.state_value_td_error_after("v", v_params, state.obs, o, hp)
         )
         diag = state.diag.record(td_error, overshoot, v_opt.step_size)
-        return AgentState(params, opt_state, norm, o.act_obs, action, nongreedy, state.key, step, td_error, diag), action
+        new_state = AgentState(
+            params=params, opt_state=opt_state, norm=norm, obs=o.act_obs, action=action, nongreedy=nongreedy,
+            key=state.key, step=step, td_error=td_error, diag=diag,
+        )
+        return new_state, action

@@ -10,11 +10,20 @@ ALE v5 ids keep):
    84×84 grayscale resize (``INTER_AREA``, as Gymnasium does). No reward clipping, no
    scaling: the agent normalises each frame with its own running statistics;
 3. an optional :class:`gymnasium.wrappers.TimeLimit` in agent steps (``--max-episode-steps``);
-4. :class:`EpisodicLife`: losing a life ends the episode *for the learner* (``terminated``)
-   while the game goes on; ``info["game_over"]`` tells the adapter whether the game really
-   ended, so the reported episodic return is the full-game score;
-5. :class:`FireOnReset`: press FIRE after every reset (real or after a life loss) in games
-   that need it to start.
+4. :class:`EpisodicLife`: losing a life is a terminal state *for the learner*
+   (``terminated``: no bootstrap, traces reset) while the game goes on;
+   ``info["game_over"]`` tells the adapter whether the game really ended, so the reported
+   episodic return is the full-game score. Two behaviours after a lost life
+   (``--life-loss``):
+
+   * ``continue`` (default; what the official stream-x Atari scripts do, so what the
+     paper's Atari numbers used): nothing is reset. The next observation is the next
+     frame, the agent's frame stack goes on, no FIRE is pressed; only game over resets.
+   * ``restart`` (OpenAI Baselines' ``EpisodicLifeEnv`` + ``FireResetEnv`` as most DQN
+     code uses them): the learner starts a new episode: one no-op step, FIRE pressed
+     again, a fresh frame stack;
+5. :class:`FireOnReset`: press FIRE after every reset (game start, and with ``restart``
+   after a lost life) in games that need it to start.
 
 Gymnasium has no wrappers for 4 and 5 (they come from OpenAI Baselines' ``atari_wrappers``),
 so they are written here. Frame stacking (4) happens in the agent, after per-frame
@@ -27,7 +36,10 @@ import gymnasium as gym
 
 from streamrl.errors import MissingExtraError
 
-__all__ = ["EpisodicLife", "FireOnReset", "wrap_atari", "FRAME_STACK", "NOOP_MAX", "FRAME_SKIP", "SCREEN_SIZE"]
+__all__ = ["EpisodicLife", "FireOnReset", "wrap_atari", "LIFE_LOSS", "FRAME_STACK", "NOOP_MAX", "FRAME_SKIP", "SCREEN_SIZE"]
+
+LIFE_LOSS = ("continue", "restart")
+"""What follows a lost life: ``continue`` (the official code's) or ``restart`` (Baselines')."""
 
 FRAME_STACK = 4
 NOOP_MAX = 30
@@ -44,12 +56,17 @@ class EpisodicLife(gym.Wrapper):
 
     ``step`` returns ``terminated=True`` when a life is lost (the game continues) and sets
     ``info["game_over"]`` (True only when the game itself terminated or was truncated).
-    ``reset`` after a life loss does not restart the game: it takes one no-op step and
-    returns its observation, with that step's reward in ``info["reset_reward"]``.
+    With ``life_loss="continue"`` it also sets ``info["continues"]`` on a lost life: the
+    adapter must not reset. With ``"restart"``, ``reset`` after a life loss does not
+    restart the game: it takes one no-op step and returns its observation, with that
+    step's reward in ``info["reset_reward"]``.
     """
 
-    def __init__(self, env: gym.Env):
+    def __init__(self, env: gym.Env, life_loss: str = "continue"):
         super().__init__(env)
+        if life_loss not in LIFE_LOSS:
+            raise ValueError(f"life_loss must be one of {LIFE_LOSS}, got {life_loss!r}")
+        self.life_loss = life_loss
         self._lives = 0
         self._game_over = True
 
@@ -57,8 +74,9 @@ class EpisodicLife(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         self._game_over = bool(terminated or truncated)
         lives = _lives(self.env)
-        if 0 < lives < self._lives:
+        if 0 < lives < self._lives and not self._game_over:
             terminated = True
+            info["continues"] = self.life_loss == "continue"
         self._lives = lives
         info["game_over"] = self._game_over
         return obs, reward, terminated, truncated, info
@@ -102,8 +120,9 @@ class FireOnReset(gym.Wrapper):
         return obs, info
 
 
-def wrap_atari(env: gym.Env, max_episode_steps: int | None = None) -> gym.Env:
-    """The paper's preprocessing around an ALE environment made with ``frameskip=1``.
+def wrap_atari(env: gym.Env, max_episode_steps: int | None = None, life_loss: str = "continue") -> gym.Env:
+    """The paper's preprocessing around an ALE environment made with ``frameskip=1``;
+    ``life_loss`` (``"continue"`` or ``"restart"``) as in the module docstring.
 
     Returns an environment with uint8 observations of shape (84, 84, 1) (one grayscale
     frame; the agent stacks 4) and the game's Discrete action set.
@@ -129,4 +148,4 @@ def wrap_atari(env: gym.Env, max_episode_steps: int | None = None) -> gym.Env:
     )
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
-    return FireOnReset(EpisodicLife(env))
+    return FireOnReset(EpisodicLife(env, life_loss))

@@ -1,14 +1,14 @@
 """Device adapters: JAX-native environments (gymnax, brax) as pure functions, so the
 environment and a fleet of agents run together inside one ``lax.scan``.
 
-An adapter has a static :class:`~streamrl.envs.gym.EnvSpec` and two pure functions::
+An adapter has a static :class:`~streamrl.types.EnvSpec` and two pure functions::
 
     env_state, obs = adapter.reset(key)
-    env_state, (obs, reward, terminated, truncated, final_obs) = adapter.step(key, env_state, action)
+    env_state, timestep = adapter.step(key, env_state, action)
 
-``step`` auto-resets: ``obs`` is the observation to act on next (the reset observation when
-the episode ended), ``final_obs`` the observation the step produced; ``terminated`` and
-``truncated`` stay separate. Ids: ``gymnax:<name>`` (CartPole-v1, Acrobot-v1,
+``step`` auto-resets and returns a :class:`~streamrl.types.TimeStep`: ``obs`` is the
+observation to act on next (the reset observation when the episode ended), ``final_obs``
+the observation the step produced; ``terminated`` and ``truncated`` stay separate. Ids: ``gymnax:<name>`` (CartPole-v1, Acrobot-v1,
 MountainCar-v0, Pendulum-v1, Breakout-MinAtar, Asterix-MinAtar, Freeway-MinAtar,
 SpaceInvaders-MinAtar, …) and ``brax:<name>`` (ant, halfcheetah, hopper, walker2d, humanoid, …).
 """
@@ -21,19 +21,11 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from streamrl.envs.gym import CLASSIC_CONTROL_EPISODE_CAP, EnvSpec
+from streamrl import families
 from streamrl.errors import MissingExtraError, UnknownEnvError, UnsupportedSpaceError
+from streamrl.types import EnvSpec, TimeStep
 
-__all__ = ["DeviceEnv", "make_device_env", "is_device_id", "DEVICE_PREFIXES"]
-
-DEVICE_PREFIXES = ("gymnax:", "brax:")
-_GYMNAX_CLASSIC = {"CartPole-v1", "Acrobot-v1", "MountainCar-v0", "Pendulum-v1", "MountainCarContinuous-v0"}
-BRAX_EPISODE_LENGTH = 1000
-
-
-def is_device_id(env_id: str) -> bool:
-    """True for ids that name a JAX-native environment (``gymnax:…``, ``brax:…``)."""
-    return env_id.startswith(DEVICE_PREFIXES)
+__all__ = ["DeviceEnv", "make_device_env"]
 
 
 class DeviceEnv:
@@ -67,10 +59,9 @@ def _gymnax(name: str, max_episode_steps: int | None) -> DeviceEnv:
     if name not in gymnax.registered_envs:
         raise UnknownEnvError(f"unknown environment id 'gymnax:{name}'{_suggest(name, list(gymnax.registered_envs), 'gymnax:')}")
     env, params = gymnax.make(name)
-    family = "classic_control" if name in _GYMNAX_CLASSIC else ("minatar" if name.endswith("-MinAtar") else "gymnax")
+    family = families.of_task("gymnax", name)
     act_space = env.action_space(params)
-    paper_cap = family == "classic_control" and isinstance(act_space, spaces.Discrete)
-    limit = max_episode_steps or (CLASSIC_CONTROL_EPISODE_CAP if paper_cap else None)
+    limit = max_episode_steps or (family.episode_cap if isinstance(act_space, spaces.Discrete) else None)
     if limit is not None:
         params = params.replace(max_steps_in_episode=int(limit))
     obs_space, act_space = env.observation_space(params), env.action_space(params)
@@ -85,7 +76,7 @@ def _gymnax(name: str, max_episode_steps: int | None) -> DeviceEnv:
         raise UnsupportedSpaceError(f"gymnax:{name} has {type(act_space).__name__} actions; streamrl supports Discrete and 1-D Box")
     spec = EnvSpec(
         env_id=f"gymnax:{name}",
-        family=family,
+        family=family.name,
         obs_shape=tuple(int(d) for d in obs_space.shape),
         discrete=discrete,
         action_dim=action_dim,
@@ -108,12 +99,13 @@ def _gymnax(name: str, max_episode_steps: int | None) -> DeviceEnv:
     def step(key, state, action):
         # gymnax's own auto-reset keeps terminated, truncated and the final observation apart.
         obs, state, reward, terminated, truncated, info = env.step(key, state, to_env(action), params)
-        return state, (
+        return state, TimeStep(
             obs.astype(jnp.float32),
             reward.astype(jnp.float32),
             terminated,
             truncated,
             info["final_observation"].astype(jnp.float32),
+            jnp.logical_or(terminated, truncated),
         )
 
     return DeviceEnv(spec, reset, step)
@@ -127,11 +119,12 @@ def _brax(name: str, max_episode_steps: int | None) -> DeviceEnv:
     known = sorted(brax_envs._envs)  # brax's registry of names
     if name not in known:
         raise UnknownEnvError(f"unknown environment id 'brax:{name}'{_suggest(name, known, 'brax:')}")
-    limit = int(max_episode_steps or BRAX_EPISODE_LENGTH)
+    family = families.of_task("brax", name)
+    limit = int(max_episode_steps or family.episode_length)
     env = brax_envs.create(name, episode_length=limit, auto_reset=False)
     spec = EnvSpec(
         env_id=f"brax:{name}",
-        family="brax",
+        family=family.name,
         obs_shape=(int(env.observation_size),),
         discrete=False,
         action_dim=int(env.action_size),
@@ -153,7 +146,7 @@ def _brax(name: str, max_episode_steps: int | None) -> DeviceEnv:
         # (under vmap it becomes a select, and every stream pays for it).
         new_state = jax.lax.cond(done, lambda: env.reset(key), lambda: nxt)
         final_obs = nxt.obs.astype(jnp.float32)
-        return new_state, (new_state.obs.astype(jnp.float32), nxt.reward.astype(jnp.float32), terminated, truncated, final_obs)
+        return new_state, TimeStep(new_state.obs.astype(jnp.float32), nxt.reward.astype(jnp.float32), terminated, truncated, final_obs, done)
 
     return DeviceEnv(spec, reset, step)
 
@@ -161,8 +154,9 @@ def _brax(name: str, max_episode_steps: int | None) -> DeviceEnv:
 def make_device_env(env_id: str, max_episode_steps: int | None = None) -> DeviceEnv:
     """The device adapter for ``gymnax:<name>`` or ``brax:<name>``.
 
-    Discrete classic-control gymnax tasks get the paper's 10,000-step episode cap (like the
-    host driver); brax episodes last 1,000 steps. ``max_episode_steps`` overrides both.
+    Tasks get their family's episode cap (:mod:`streamrl.families`: the paper's 10,000
+    steps for Discrete classic control, like the host driver; brax episodes last 1,000
+    steps). ``max_episode_steps`` overrides both.
 
     Raises:
       UnknownEnvError: unknown name (close matches suggested).
@@ -174,4 +168,4 @@ def make_device_env(env_id: str, max_episode_steps: int | None = None) -> Device
         return _gymnax(name, max_episode_steps)
     if prefix == "brax":
         return _brax(name, max_episode_steps)
-    raise UnknownEnvError(f"{env_id!r} is not a device environment id (prefixes: {', '.join(DEVICE_PREFIXES)})")
+    raise UnknownEnvError(f"{env_id!r} is not a device environment id (prefixes: gymnax:, brax:)")

@@ -19,24 +19,24 @@ import difflib
 
 import numpy as np
 
-from streamrl.envs.gym import CLASSIC_CONTROL_EPISODE_CAP, EnvSpec
+from streamrl import families
 from streamrl.errors import MissingExtraError, UnknownEnvError, UnsupportedSpaceError
+from streamrl.types import Episode, EnvSpec, HostBatch
 
 __all__ = ["EnvPoolEnvs", "make_envpool"]
 
-_CLASSIC = {"CartPole-v0", "CartPole-v1", "Acrobot-v1", "MountainCar-v0"}
-
 
 class EnvPoolEnvs:
-    """N EnvPool environments as a batched host adapter (see the module docstring).
+    """N EnvPool environments as a batched host adapter, a :class:`~streamrl.types.HostEnvs`
+    (see the module docstring).
 
-    ``reset()`` returns float32 observations [N, *obs_shape]. ``step(actions)`` returns
-    ``(obs, rewards, terminated, truncated, final_obs, episodes, active)``: the TimeStep
-    fields for the agents with ``active[i]``, the finished episodes ``(i, return, length)``,
-    and ``active`` [N] bool (False for the agents that wait for EnvPool's reset step).
+    ``reset()`` returns float32 observations [N, *obs_shape]. ``step(actions)`` returns a
+    :class:`~streamrl.types.HostBatch` whose TimeStep fields hold for the agents with
+    ``active[i]``; ``active`` [N] bool is False for the agents that wait for EnvPool's
+    reset step.
     """
 
-    masked = True
+    masks_agents = True
 
     def __init__(self, pool, spec: EnvSpec):
         self.pool, self.spec = pool, spec
@@ -76,7 +76,7 @@ class EnvPoolEnvs:
         # Book real transitions only; hold the ones that end an episode.
         self._return[live] += reward[live]
         self._length[live] += 1
-        episodes = [(int(i), float(self._return[i]), int(self._length[i])) for i in np.flatnonzero(ended)]
+        episodes = [Episode(int(i), float(self._return[i]), int(self._length[i])) for i in np.flatnonzero(ended)]
         self._held_reward[ended] = reward[ended]
         self._held_terminated[ended] = terminated[ended]
         self._held_truncated[ended] = truncated[ended]
@@ -84,7 +84,7 @@ class EnvPoolEnvs:
         self._return[ended] = 0.0
         self._length[ended] = 0
         self._held = ended
-        return obs, rewards, term, trunc, final_obs, episodes, ~ended
+        return HostBatch(obs, rewards, term, trunc, final_obs, resetting, ~ended, episodes)
 
     def close(self) -> None:
         self.pool.close()
@@ -95,7 +95,8 @@ def make_envpool(env_id: str, seeds, max_episode_steps: int | None = None) -> En
 
     EnvPool seeds its environments from one base seed (environment i gets ``seeds[0] + i``
     in EnvPool's own scheme), so streams match other EnvPool runs with the same seeds, not
-    Gymnasium runs. Discrete classic-control tasks get the paper's 10,000-step cap.
+    Gymnasium runs. Tasks get their family's episode cap (:mod:`streamrl.families`: the
+    paper's 10,000 steps for Discrete classic control).
 
     Raises MissingExtraError (envpool not installed), UnknownEnvError (unknown task, close
     matches suggested) and UnsupportedSpaceError.
@@ -112,8 +113,9 @@ def make_envpool(env_id: str, seeds, max_episode_steps: int | None = None) -> En
         hint = f"; did you mean {', '.join(repr('envpool:' + c) for c in close)}?" if close else ""
         raise UnknownEnvError(f"unknown environment id {env_id!r}{hint}")
     kwargs = {"env_type": "gymnasium", "num_envs": len(seeds), "seed": int(seeds[0])}
-    if max_episode_steps is None and task in _CLASSIC:
-        max_episode_steps = CLASSIC_CONTROL_EPISODE_CAP
+    family = families.of_task("envpool", task)
+    if max_episode_steps is None and family.episode_cap is not None:
+        max_episode_steps = family.episode_cap
     if max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(max_episode_steps)
     pool = envpool.make(task, **kwargs)
@@ -125,7 +127,7 @@ def make_envpool(env_id: str, seeds, max_episode_steps: int | None = None) -> En
         raise UnsupportedSpaceError(f"{env_id} has {type(act_space).__name__} actions; streamrl supports Discrete and 1-D Box")
     spec = EnvSpec(
         env_id=env_id,
-        family="classic_control" if task in _CLASSIC else "envpool",
+        family=family.name,
         obs_shape=tuple(int(d) for d in obs_space.shape),
         discrete=discrete,
         action_dim=int(act_space.n) if discrete else int(act_space.shape[0]),

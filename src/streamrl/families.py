@@ -1,0 +1,276 @@
+"""The benchmark families, one entry each: everything that differs between them lives here,
+and every other module asks this table (no module compares family names).
+
+A family says how its ids are recognised (Gymnasium namespace or entry-point package, or
+the task names of a prefixed source such as ``gymnax:``), which adapter makes them and
+which driver runs them, the wrappers it needs, its network torso, episode cap and
+time-feature T, its default run length and ε schedule per algorithm, whether
+human-normalised scores apply, and how its videos and rendering errors look.
+The values are the paper's and the official scripts' (docs/algorithms.md
+"Hyper-parameters" and "Benchmark families").
+
+Adding a family: one :class:`Family` entry in :data:`FAMILIES` (plus an adapter in
+``streamrl.envs`` if its ids come from a new source). docs/architecture.md has the recipe.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable, Literal
+
+__all__ = ["Family", "FAMILIES", "SOURCES", "Source", "get", "of_id", "source_of", "human_game", "PAPER_EPISODE_CAP"]
+
+PAPER_EPISODE_CAP = 10_000
+"""The paper's episode cap for classic control with Discrete actions (CartPole, Acrobot,
+MountainCar): 10,000 agent steps."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where ids come from and which driver runs them.
+
+    Attributes:
+      prefix: the id prefix (``"gymnax:"``), or ``""`` for Gymnasium's registry.
+      driver: ``"host"`` (Gymnasium and EnvPool adapters, stepped from Python) or
+        ``"device"`` (JAX environments stepped inside ``lax.scan``).
+      extra: the pip extra that installs it (None: always installed).
+    """
+
+    prefix: str
+    driver: Literal["host", "device"]
+    extra: str | None = None
+
+
+SOURCES = {
+    "gymnasium": Source("", "host"),
+    "envpool": Source("envpool:", "host", "envpool"),
+    "gymnax": Source("gymnax:", "device", "gymnax"),
+    "brax": Source("brax:", "device", "brax"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """One benchmark family.
+
+    Attributes:
+      name: the name recorded in :class:`~streamrl.types.EnvSpec` ``family``.
+      title: for people.
+      extra: the pip extra its Gymnasium ids need (None: none), named by errors.
+      namespaces: Gymnasium id namespaces (``MinAtar`` in ``MinAtar/Breakout-v1``).
+      entry_points: Gymnasium entry-point packages of its registered ids.
+      tasks: source name → regular expression of the task names (after the prefix) of
+        that source that belong to this family (``{"gymnax": r".*-MinAtar"}``).
+      register: registers its Gymnasium ids (imports the package that does), called on
+        first use so ``import streamrl`` stays fast and the extras stay optional.
+      names: recognises its ids without a namespace from the id text alone (Atari's
+        ``BreakoutNoFrameskip-v4``), for records read back without the registry.
+      episode_cap: default episode cap in agent steps for tasks with Discrete actions
+        (the paper's 10,000 for classic control); None: the environment's own limit.
+      episode_length: the episode length the environment enforces itself where its
+        spec does not say (dm_control and brax: 1,000 steps); used as T of the time feature.
+      torso: network torso (``streamrl.nets.TORSOS``); None: picked from the shape.
+      frame_stack: observations the agent stacks (4 for Atari).
+      total_steps: default environment steps per agent, by algorithm (``"*"``: others).
+      exploration: default ε decay by algorithm (``"*"``: others): a float is a fraction
+        of the run, an int a number of steps.
+      human_normalized: returns can be human-normalised (Atari reference scores).
+      make_kwargs: extra ``gymnasium.make`` arguments.
+      cap_in_wrapper: the episode cap is applied by ``wrap`` (in agent steps), not by
+        ``gymnasium.make``.
+      wrap: ``wrap(env, max_episode_steps, options) -> env`` after ``gymnasium.make``.
+      video_fps: frames per second of evaluation videos: a number, or a function of the
+        environment's ``render_fps``; None: ``render_fps``.
+      render_hint: what to do when rendering fails.
+    """
+
+    name: str
+    title: str
+    extra: str | None = None
+    namespaces: tuple[str, ...] = ()
+    entry_points: tuple[str, ...] = ()
+    tasks: dict[str, str] = dataclasses.field(default_factory=dict)
+    register: Callable[[], None] | None = None
+    names: Callable[[str], bool] | None = None
+    episode_cap: int | None = None
+    episode_length: int | None = None
+    torso: str | None = None
+    frame_stack: int = 1
+    total_steps: dict[str, int] = dataclasses.field(default_factory=lambda: {"*": 1_000_000})
+    exploration: dict[str, float | int] = dataclasses.field(default_factory=lambda: {"*": 0.05})
+    human_normalized: bool = False
+    make_kwargs: dict = dataclasses.field(default_factory=dict)
+    cap_in_wrapper: bool = False
+    wrap: Callable | None = None
+    video_fps: float | Callable[[float], float] | None = None
+    render_hint: str = "install the environment's rendering dependencies"
+
+    def default_total_steps(self, algo: str) -> int:
+        """Environment steps per agent when ``--total-steps`` is not given."""
+        return self.total_steps.get(algo, self.total_steps["*"])
+
+    def exploration_fraction(self, algo: str, run_steps: int) -> float:
+        """The default ε decay as a fraction of a run of ``run_steps`` (at most 1)."""
+        value = self.exploration.get(algo, self.exploration["*"])
+        return min(1.0, value / run_steps) if isinstance(value, int) else float(value)
+
+    def fps(self, render_fps: float | None) -> float:
+        """Frames per second of an evaluation video (one frame per agent step)."""
+        base = float(render_fps or 30.0)
+        if self.video_fps is None:
+            return base
+        return self.video_fps(base) if callable(self.video_fps) else float(self.video_fps)
+
+
+def _register_minatar() -> None:
+    import gymnasium as gym
+    from minatar.gym import register_envs
+
+    if "MinAtar/Breakout-v1" not in gym.registry:
+        register_envs()
+
+
+def _register_ale() -> None:
+    import ale_py
+    import gymnasium as gym
+
+    gym.register_envs(ale_py)
+
+
+def _register_dmc() -> None:
+    import warnings
+
+    with warnings.catch_warnings():  # dm_control probes an X11 display for rendering on import
+        warnings.filterwarnings("ignore", module="glfw")
+        import shimmy  # noqa: F401  (registers dm_control/<domain>-<task>-v0)
+
+
+def _flatten(env, max_episode_steps, options):
+    import gymnasium as gym
+
+    return gym.wrappers.FlattenObservation(env)
+
+
+def _atari(env, max_episode_steps, options):
+    from streamrl.envs.atari import wrap_atari
+
+    return wrap_atari(env, max_episode_steps, life_loss=options.get("life_loss", "continue"))
+
+
+def _atari_name(env_id: str) -> bool:
+    from streamrl.envs.atari_scores import game_of
+
+    return "/" not in env_id and ":" not in env_id and game_of(env_id) is not None
+
+
+_GYMNAX_CLASSIC = r"CartPole-v1|Acrobot-v1|MountainCar-v0|Pendulum-v1|MountainCarContinuous-v0"
+_MUJOCO_HINT = "MuJoCo and DM Control render through OpenGL: set MUJOCO_GL=egl (GPU) or MUJOCO_GL=osmesa (CPU, needs libOSMesa)"
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in [
+        Family(
+            "classic_control", "Classic control",
+            entry_points=("gymnasium.envs.classic_control",),
+            tasks={"gymnax": _GYMNAX_CLASSIC, "envpool": r"CartPole-v[01]|Acrobot-v1|MountainCar-v0"},
+            episode_cap=PAPER_EPISODE_CAP, torso="mlp", total_steps={"*": 500_000},
+            render_hint="classic control renders with pygame: pip install 'gymnasium[classic-control]'",
+        ),
+        Family(
+            "mujoco", "MuJoCo", extra="streamrl[mujoco]", entry_points=("gymnasium.envs.mujoco",),
+            torso="mlp", total_steps={"*": 2_000_000}, render_hint=_MUJOCO_HINT,
+        ),
+        Family(
+            "dmc", "DM Control", extra="streamrl[dmc]", namespaces=("dm_control",), entry_points=("shimmy.dm_control",),
+            register=_register_dmc, episode_length=1000, torso="mlp", total_steps={"*": 2_000_000}, wrap=_flatten, render_hint=_MUJOCO_HINT,
+        ),
+        Family(
+            "minatar", "MinAtar", extra="streamrl[minatar]", namespaces=("MinAtar",), entry_points=("minatar.gym",),
+            register=_register_minatar, tasks={"gymnax": r".*-MinAtar"}, torso="minatar",
+            total_steps={"q": 5_000_000, "*": 10_000_000},
+            # Q: 20% of the run; SARSA: its script passes the 0.05 fraction but not the run
+            # length, so 0.05 × the class's default 1M = 50,000 steps.
+            exploration={"q": 0.2, "sarsa": 50_000, "*": 0.05},
+            video_fps=10.0,
+        ),
+        Family(
+            "atari", "Atari (ALE)", extra="streamrl[atari]", namespaces=("ALE",), entry_points=("ale_py",),
+            register=_register_ale, names=_atari_name, torso="atari", frame_stack=4, total_steps={"*": 10_000_000},
+            human_normalized=True, make_kwargs={"frameskip": 1}, cap_in_wrapper=True, wrap=_atari,
+            video_fps=lambda render_fps: render_fps / 4,  # one frame per agent step (frame skip 4)
+        ),
+        Family("box2d", "Box2D", extra="gymnasium[box2d]", entry_points=("gymnasium.envs.box2d",)),
+        Family("toy_text", "Toy text", entry_points=("gymnasium.envs.toy_text",)),
+        Family("brax", "brax", tasks={"brax": r".*"}, episode_length=1000, torso="mlp", total_steps={"*": 2_000_000}),
+        Family("gymnax", "gymnax (other tasks)", tasks={"gymnax": r".*"}),
+        Family("envpool", "EnvPool (other tasks)", tasks={"envpool": r".*"}),
+        Family("other", "Other Gymnasium environments"),
+    ]
+}
+"""Family name → entry. Order matters for recognition: the first entry whose ``tasks``
+pattern matches a prefixed id wins (MinAtar before the catch-all gymnax entry)."""
+
+
+def get(name: str) -> Family:
+    """The entry of family ``name`` (an :class:`EnvSpec` ``family``); unknown names (a
+    run directory written by another version) get the ``other`` entry."""
+    return FAMILIES.get(name, FAMILIES["other"])
+
+
+def source_of(env_id: str) -> str:
+    """The source name of an id: ``gymnax``, ``brax``, ``envpool`` (by prefix) or ``gymnasium``."""
+    for name, source in SOURCES.items():
+        if source.prefix and env_id.startswith(source.prefix):
+            return name
+    return "gymnasium"
+
+
+def of_task(source: str, task: str) -> Family:
+    """The family of task ``task`` of a prefixed source (``of_task("gymnax", "Breakout-MinAtar")``)."""
+    for family in FAMILIES.values():
+        pattern = family.tasks.get(source)
+        if pattern is not None and re.fullmatch(pattern, task):
+            return family
+    return FAMILIES["other"]
+
+
+def of_namespace(namespace: str | None) -> Family | None:
+    """The family that owns a Gymnasium id namespace (``"MinAtar"``), or None."""
+    return next((f for f in FAMILIES.values() if namespace is not None and namespace in f.namespaces), None)
+
+
+def of_gymnasium(namespace: str | None, entry_point: str) -> Family:
+    """The family of a registered Gymnasium id, from its namespace and entry point."""
+    family = of_namespace(namespace)
+    if family is not None:
+        return family
+    for family in FAMILIES.values():
+        if any(entry_point.startswith(p) for p in family.entry_points):
+            return family
+    return FAMILIES["other"]
+
+
+def of_id(env_id: str) -> Family | None:
+    """The family of ``env_id`` from the id text alone, without importing any environment
+    package (what records and reports use); None for a Gymnasium id that only the
+    registry can place (``CartPole-v1``: :func:`streamrl.envs.gym.family_of` asks it)."""
+    source = source_of(env_id)
+    if source != "gymnasium":
+        return of_task(source, env_id[len(SOURCES[source].prefix):])
+    namespace, _, name = env_id.rpartition("/")
+    if namespace:
+        return of_namespace(namespace) or FAMILIES["other"]
+    return next((f for f in FAMILIES.values() if f.names is not None and f.names(env_id)), None)
+
+
+def human_game(env_id: str) -> str | None:
+    """The Atari game whose reference scores human-normalise ``env_id``'s returns, or None
+    for every id of a family without human-normalised scores (MinAtar's Breakout among
+    them). Source: :mod:`streamrl.envs.atari_scores`."""
+    family = of_id(env_id)
+    if family is None or not family.human_normalized:
+        return None
+    from streamrl.envs.atari_scores import game_of
+
+    return game_of(env_id)
