@@ -294,3 +294,36 @@ def test_atari_run_summary_adds_the_human_normalised_score(tmp_path):
     assert "human_normalized_last10pct" not in RunWriter(tmp_path, members, (), "CartPole-v1").write_summary(
         steps=1, wall_time_s=1.0, status="running"
     )
+
+
+# -- the family table ---------------------------------------------------------------------
+
+
+def test_family_table_recognises_ids_of_every_source():
+    from streamrl import families
+    from streamrl.envs.gym import family_of
+
+    assert family_of("CartPole-v1").name == "classic_control" and family_of("HalfCheetah-v4").name == "mujoco"
+    assert family_of("MinAtar/Breakout-v1").name == "minatar" and family_of("BreakoutNoFrameskip-v4").name == "atari"
+    assert family_of("ALE/Breakout-v5").name == "atari" and family_of("dm_control/cheetah-run-v0").name == "dmc"
+    assert families.of_task("gymnax", "CartPole-v1").name == "classic_control"
+    assert families.of_task("gymnax", "Breakout-MinAtar").name == "minatar"
+    assert families.of_task("gymnax", "FourRooms-misc").name == "gymnax"
+    assert families.of_task("envpool", "Acrobot-v1").name == "classic_control"
+    assert families.of_task("brax", "ant").name == "brax"
+    assert families.get("no-such-family").name == "other"  # a run directory of another version
+    assert {families.SOURCES[families.source_of(i)].driver for i in ("gymnax:CartPole-v1", "brax:ant")} == {"device"}
+    assert {families.SOURCES[families.source_of(i)].driver for i in ("envpool:CartPole-v1", "CartPole-v1")} == {"host"}
+
+
+def test_no_id_outside_atari_is_ever_human_normalised():
+    from streamrl import families
+
+    non_atari = [
+        "MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1", "gymnax:Breakout-MinAtar", "gymnax:SpaceInvaders-MinAtar",
+        "CartPole-v1", "HalfCheetah-v4", "dm_control/cheetah-run-v0", "brax:ant", "envpool:Pong-v5", "gymnax:Pong-misc",
+    ]
+    for env_id in non_atari:
+        assert families.human_game(env_id) is None, env_id
+    assert families.human_game("BreakoutNoFrameskip-v4") == families.human_game("ALE/Breakout-v5") == "breakout"
+    assert [f.name for f in families.FAMILIES.values() if f.human_normalized] == ["atari"]

@@ -126,6 +126,13 @@ class GymnasiumEnv:
         return np.asarray(obs, np.float32)
 
     def step(self, action) -> tuple[TimeStep, tuple[float, int] | None]:
+        *fields, episode = self.step_fields(action)
+        return TimeStep(*fields), episode
+
+    def step_fields(self, action) -> tuple:
+        """:meth:`step` as one flat tuple, the TimeStep's fields then the episode: what
+        :class:`GymnasiumEnvs` unpacks for each of its N environments every step (building
+        a TimeStep there costs ~1 µs per environment, measured 5-10% of a 64-agent fleet's step)."""
         if self.spec.discrete:
             env_action = int(action) + self._start
         else:
@@ -136,7 +143,7 @@ class GymnasiumEnv:
         self._length += 1
         final_obs = np.asarray(final_obs, np.float32)
         if not (terminated or truncated):
-            return TimeStep(final_obs, reward, False, False, final_obs, False), None
+            return final_obs, reward, False, False, final_obs, False, None
         # Atari's lost lives end the learner's episode; the reported episode (the game)
         # ends only at game over (streamrl.envs.atari.EpisodicLife).
         episode = None
@@ -144,10 +151,10 @@ class GymnasiumEnv:
             episode = (self._return, self._length)
             self._return, self._length = 0.0, 0
         if info.get("continues", False):  # --life-loss continue: no reset, the game goes on
-            return TimeStep(final_obs, reward, bool(terminated), bool(truncated), final_obs, False), episode
+            return final_obs, reward, bool(terminated), bool(truncated), final_obs, False, episode
         obs, info = self.env.reset()
         self._return += float(info.get("reset_reward", 0.0))
-        return TimeStep(np.asarray(obs, np.float32), reward, bool(terminated), bool(truncated), final_obs, True), episode
+        return np.asarray(obs, np.float32), reward, bool(terminated), bool(truncated), final_obs, True, episode
 
     def render(self) -> np.ndarray:
         """The current frame as uint8 RGB [H, W, 3] (the adapter must be made with
@@ -260,13 +267,13 @@ class GymnasiumEnvs:
         """Step every environment; the returned arrays are reused by the next call."""
         episodes = []
         for i, env in enumerate(self.envs):
-            ts, episode = env.step(actions[i])
-            self._obs[i] = ts.obs
-            self._final_obs[i] = ts.final_obs
-            self._rewards[i] = ts.reward
-            self._terminated[i] = ts.terminated
-            self._truncated[i] = ts.truncated
-            self._new_episode[i] = ts.new_episode
+            obs, reward, terminated, truncated, final_obs, new_episode, episode = env.step_fields(actions[i])
+            self._obs[i] = obs
+            self._final_obs[i] = final_obs
+            self._rewards[i] = reward
+            self._terminated[i] = terminated
+            self._truncated[i] = truncated
+            self._new_episode[i] = new_episode
             if episode is not None:
                 episodes.append(Episode(i, *episode))
         return HostBatch(
