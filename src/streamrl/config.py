@@ -26,7 +26,7 @@ __all__ = [
     "TrainConfig", "Member", "Resolved", "resolve", "validate_hparams", "config_from_json", "load_run_config", "SWEEPABLE",
 ]
 
-Algo = Literal["ac", "q", "sarsa", "td"]
+Algo = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]  (the CLI's choices: the registry's names)
 
 
 def _parse_values(args: list[str]) -> tuple[float, ...]:
@@ -265,7 +265,8 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
     """
     if cfg.algo not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {cfg.algo!r}; choose one of {', '.join(ALGORITHMS)}")
-    if cfg.algo in ("q", "sarsa") and not spec.discrete:
+    algorithm = ALGORITHMS[cfg.algo]
+    if algorithm.requires_discrete and not spec.discrete:
         raise ConfigError(
             f"Stream {cfg.algo.upper()}(λ) needs Discrete actions and {spec.env_id} has Box actions; "
             "use `streamrl train ac`"
@@ -303,10 +304,7 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
     elif torso in CONV_HIDDEN:
         hidden = CONV_HIDDEN[torso]
     else:
-        # 2 × 32 for Q, SARSA and Discrete-action AC (the official classic-control scripts),
-        # 2 × 128 for Box-action AC and for TD.
-        small = cfg.algo in ("q", "sarsa") or (cfg.algo == "ac" and spec.discrete)
-        hidden = (32, 32) if small else (128, 128)
+        hidden = algorithm.default_hidden(spec.discrete)
     use_time = cfg.time_feature == "on" or (cfg.time_feature == "auto" and torso == "mlp")
     flags = dict(
         bootstrap_truncated=1.0 if cfg.truncation == "bootstrap" else 0.0,

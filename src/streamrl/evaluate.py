@@ -202,7 +202,7 @@ def evaluate(
     cfg, _ = load_run_config(run_dir)
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
-    if cfg.algo == "td":
+    if not ALGORITHMS[cfg.algo].has_policy:
         raise ConfigError("Stream TD(λ) learns the value of a fixed random policy: it has no policy to evaluate")
     spec, make = _env_factory(env_id or cfg.env, cfg.max_episode_steps, cfg.life_loss)
     resolved = resolve(cfg, spec)
@@ -267,7 +267,7 @@ def evaluate(
         "env": env_id or cfg.env,
         "algo": cfg.algo,
         "checkpoint_step": meta.get("step"),
-        "policy": "greedy" if cfg.algo != "ac" else ("most probable action" if spec.discrete else "mean action"),
+        "policy": ALGORITHMS[cfg.algo].evaluation_policy(spec.discrete),
         "episodes_per_agent": episodes,
         "mean_return": float(np.mean([r["mean_return"] for r in results])),
         "agents": results,

@@ -31,6 +31,16 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 class StreamAC(StreamAgent):
     """Stream AC(λ) for Discrete (categorical) or Box (Gaussian) actions."""
 
+    @classmethod
+    def default_hidden(cls, discrete: bool) -> tuple[int, ...]:
+        """2 × 32 for Discrete actions (the official ``stream_ac_discrete.py`` passes
+        ``hidden_size=32`` to actor and critic), 2 × 128 for Box actions."""
+        return (32, 32) if discrete else (128, 128)
+
+    @classmethod
+    def evaluation_policy(cls, discrete: bool) -> str:
+        return "most probable action" if discrete else "mean action"
+
     def network_specs(self):
         c = self.config
         actor = (c.action_dim,) if c.discrete else (c.action_dim, c.action_dim)

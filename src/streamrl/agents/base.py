@@ -283,8 +283,25 @@ class StreamAgent(abc.ABC):
     overshooting diagnostic. ``streamrl.agents.ALGORITHMS`` registers it by name.
     """
 
+    requires_discrete = False
+    """True for algorithms that need Discrete actions (the config layer refuses Box ones)."""
+
+    has_policy = True
+    """False for prediction (Stream TD(λ)): nothing to evaluate with ``streamrl eval``."""
+
     def __init__(self, config: AgentConfig):
         self.config = config
+
+    @classmethod
+    def default_hidden(cls, discrete: bool) -> tuple[int, ...]:
+        """Hidden widths of the MLP torso when ``--hidden`` is not given (the official
+        classic-control and MuJoCo scripts): 2 × 128 unless an algorithm says otherwise."""
+        return (128, 128)
+
+    @classmethod
+    def evaluation_policy(cls, discrete: bool) -> str:
+        """How ``streamrl eval`` acts, for people (recorded in eval.json)."""
+        return "greedy"
 
     # -- networks -----------------------------------------------------------------
     @abc.abstractmethod

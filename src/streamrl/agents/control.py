@@ -43,6 +43,12 @@ class StreamQ(StreamAgent):
     """Stream Q(λ). ``AgentConfig.discrete`` must be True."""
 
     sarsa = False
+    requires_discrete = True
+
+    @classmethod
+    def default_hidden(cls, discrete: bool) -> tuple[int, ...]:
+        """2 × 32, the official classic-control Q and SARSA scripts' width."""
+        return (32, 32)
 
     def network_specs(self):
         return {"q": Network(heads=(self.config.action_dim,), kappa="kappa")}

@@ -23,6 +23,8 @@ __all__ = ["StreamTD"]
 class StreamTD(StreamAgent):
     """Stream TD(λ) with a uniform-random behaviour policy over the action space."""
 
+    has_policy = False
+
     def network_specs(self):
         return {"v": Network(heads=(1,), kappa="kappa")}
 
