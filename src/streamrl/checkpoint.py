@@ -20,6 +20,7 @@ import jax
 from streamrl.errors import CheckpointError
 
 __all__ = [
+    "digest",
     "CHECKPOINT_DIR", "MAX_TO_KEEP", "save", "restore", "restore_fleet", "read_meta", "latest_step", "checkpoint_meta", "run_meta",
 ]
 
@@ -78,10 +79,27 @@ def save(run_dir: Path, step: int, items: dict[str, Any], meta: dict) -> Path:
     import orbax.checkpoint as ocp
 
     args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
+    meta = dict(meta, step=int(step), digests={name: digest(tree) for name, tree in items.items()})
     with _manager(run_dir) as manager:
-        manager.save(int(step), args=ocp.args.Composite(meta=ocp.args.JsonSave(dict(meta, step=int(step))), **args), force=True)
+        manager.save(int(step), args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), force=True)
         manager.wait_until_finished()
     return Path(run_dir) / CHECKPOINT_DIR / str(int(step))
+
+
+def digest(tree: Any) -> str:
+    """SHA-256 of a pytree's arrays (dtype, shape and bytes of every leaf, in tree order):
+    written into a checkpoint's meta with its arrays and checked on every restore, so a
+    garbled array is refused instead of silently restored."""
+    import hashlib
+
+    import numpy as np
+
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        x = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{x.dtype.str}{x.shape}".encode())
+        h.update(x.tobytes())
+    return h.hexdigest()
 
 
 def latest_step(run_dir: Path) -> int | None:
@@ -157,13 +175,52 @@ def restore(run_dir: Path, targets: dict[str, Any], expected_meta: dict, step: i
         with _manager(run_dir) as manager:
             restored = manager.restore(step, args=ocp.args.Composite(**abstract))
     except Exception as exc:
+        _quiet_orbax_leftovers()
         raise _unreadable(path, exc) from None
     items = {name: restored[name] for name in targets}
+    digests = meta.get("digests") or {}  # absent in checkpoints of streamrl before issue 11
     for name, tree in items.items():
         got = jax.tree_util.tree_structure(tree)
         if got != jax.tree_util.tree_structure(targets[name]):
             raise _unreadable(path, ValueError(f"{name} has another structure"))
+        if name in digests and digest(tree) != digests[name]:
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt: its {name} arrays do not match the digest written with them; "
+                "delete it to use an older one"
+            )
     return items, meta
+
+
+def _quiet_orbax_leftovers() -> None:
+    """After a failed read, Orbax leaves coroutines that fail again when they are garbage
+    collected, each printing a long "Exception ignored in" traceback, and TensorStore
+    callbacks that find Orbax's event loop closed print "Event loop is closed" tracebacks
+    (hundreds of lines burying the one-line refusal). Drop those, and only those, from
+    ``sys.unraisablehook`` and ``sys.excepthook``."""
+    import sys
+
+    previous = sys.unraisablehook
+    if getattr(previous, "_streamrl_quiet", False):
+        return
+
+    def hook(unraisable):
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and "orbax" in code.co_filename:
+            return
+        if isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    previous_except = sys.excepthook
+
+    def excepthook(kind, value, tb):
+        if isinstance(value, RuntimeError) and str(value) == "Event loop is closed":
+            return
+        previous_except(kind, value, tb)
+
+    hook._streamrl_quiet = True
+    sys.unraisablehook = hook
+    sys.excepthook = excepthook
 
 
 def _short(value: Any) -> str:

@@ -58,6 +58,9 @@ class EvalConfig:
     """Video path, .mp4 or .gif (default: <run dir>/videos/eval_agent<i>.mp4)."""
     env: str | None = None
     """Evaluate on another id with the same spaces (e.g. the Gymnasium twin of an envpool: task)."""
+    allow_env_import: bool = False
+    """Allow the run's recorded `module:Env-v0` id to import its module (off: a run directory
+    is never trusted to run code)."""
 
 
 @dataclasses.dataclass
@@ -92,7 +95,7 @@ def _train(cfg: TrainConfig) -> int:
 
     console = Console(stderr=True)
     try:
-        path = train(cfg, console=console)
+        path = train(cfg, console=console, handle_signals=True)
     except Interrupted as exc:
         print(f"interrupted: {exc}", file=sys.stderr)
         return 128 + (exc.signum or 2)  # 130 for SIGINT, 143 for SIGTERM
@@ -119,9 +122,14 @@ def _summary_lines(summary: dict, path: Path) -> str:
 
 
 def _plot(cfg: PlotConfig) -> int:
+    from streamrl.errors import ConfigError
     from streamrl.results import plot_runs
 
+    if cfg.bins < 1:
+        raise ConfigError(f"--bins must be >= 1, got {cfg.bins}")
     out = cfg.out or (cfg.run_dirs[0] / "curve.png")
+    if Path(out).is_symlink():
+        raise ConfigError(f"{out} is a symbolic link; streamrl does not write through links: remove it or pass --out")
     print(plot_runs(list(cfg.run_dirs), out, bins=cfg.bins))
     return 0
 
@@ -131,7 +139,7 @@ def _eval(cfg: EvalConfig) -> int:
 
     out = evaluate(
         cfg.run_dir, episodes=cfg.episodes, agents=cfg.agents, video=cfg.video or cfg.video_file is not None,
-        video_file=cfg.video_file, env_id=cfg.env,
+        video_file=cfg.video_file, env_id=cfg.env, allow_env_import=cfg.allow_env_import,
     )
     for r in out["agents"]:
         hns = f", human-normalised {r['human_normalized']:.3f}" if "human_normalized" in r else ""
@@ -148,7 +156,11 @@ def _eval(cfg: EvalConfig) -> int:
 
 
 def _report(cfg: ReportConfig) -> int:
+    from streamrl.errors import ConfigError
     from streamrl.report import report
+
+    if cfg.reps < 1:
+        raise ConfigError(f"--reps must be >= 1, got {cfg.reps}")
 
     report(cfg.run_dirs, cfg.out, normalize=cfg.normalize, reps=cfg.reps, seed=cfg.seed)
     print((cfg.out / "report.md").read_text(), end="")
@@ -204,4 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except StreamRLError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a run directory that cannot be written: not writable, a name too long, a full disk
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: cannot write or read{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C outside a run's own handling (start-up, eval, report)
+        print("interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; use fewer agents (--num-seeds, fewer swept values) or smaller networks (--hidden)", file=sys.stderr)
         return 2

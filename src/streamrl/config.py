@@ -23,7 +23,8 @@ from streamrl.nets import CONV_HIDDEN, TORSOS, torso_for_shape
 from streamrl.types import EnvSpec
 
 __all__ = [
-    "TrainConfig", "Member", "Resolved", "resolve", "validate_hparams", "config_from_json", "load_run_config", "SWEEPABLE",
+    "TrainConfig", "Member", "Resolved", "resolve", "check_options", "validate_hparams", "config_from_json", "load_run_config",
+    "SWEEPABLE", "RESUME_FLAGS",
 ]
 
 Algo = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]  (the CLI's choices: the registry's names)
@@ -65,6 +66,8 @@ SWEEPABLE = {
     "beta2": "beta2",
     "adam_eps": "adam_eps",
 }
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 DEFAULT_TIME_LIMIT = 1000
 """T of the time feature for environments without an episode limit."""
@@ -152,6 +155,9 @@ class TrainConfig:
     """Continue the run in this directory from its last checkpoint, with its recorded
     options (only --total-steps, --checkpoint-every and --progress may change). Device
     runs (gymnax:, brax:) continue exactly; host environments start a fresh episode."""
+    allow_env_import: bool = False
+    """With --resume: allow a recorded `module:Env-v0` id to import its module (a run
+    directory is never trusted to run code by default)."""
     schedule_steps: tyro.conf.Suppress[int | None] = None
     """(Set by --resume, not a flag.) The run length the ε schedule was laid out for, so a
     resumed run that changes --total-steps keeps its schedule."""
@@ -236,6 +242,8 @@ def validate_hparams(hp: HParams) -> None:
     for name, value in hp._asdict().items():
         v = float(value)
         _check(math.isfinite(v), f"--{_flag(name)} must be a finite number, got {value}")
+        # the jitted step computes in float32: 1e39 would become inf there
+        _check(abs(v) <= FLOAT32_MAX, f"--{_flag(name)} must be a float32 number (|x| <= {FLOAT32_MAX:.3g}), got {value}")
     _check(hp.lr > 0, f"--lr must be > 0, got {hp.lr}")
     _check(0 <= hp.gamma <= 1, f"--gamma must be in [0, 1], got {hp.gamma}")
     _check(0 <= hp.lambda_ <= 1, f"--lambda must be in [0, 1], got {hp.lambda_}")
@@ -255,6 +263,50 @@ def _flag(name: str) -> str:
     return "lambda" if name == "lambda_" else name.replace("_", "-")
 
 
+RESUME_FLAGS = ("resume", "total_steps", "checkpoint_every", "progress", "schedule_steps", "allow_env_import")
+"""The TrainConfig fields ``--resume`` takes from the command line; every other option is
+the recorded run's."""
+
+
+def flag_name(field: str) -> str:
+    """The CLI flag of a TrainConfig field (``lambda_`` → ``--lambda``)."""
+    return "--" + ("lambda" if field == "lambda_" else field.replace("_", "-"))
+
+
+def ignored_on_resume(cfg: TrainConfig) -> list[str]:
+    """The flags of ``cfg`` (a ``--resume`` command line) that differ from the defaults and
+    that a resume would not use: the run continues with its recorded options."""
+    defaults = TrainConfig()
+    return [
+        flag_name(f.name) for f in dataclasses.fields(TrainConfig)
+        if f.name not in RESUME_FLAGS and getattr(cfg, f.name) != getattr(defaults, f.name)
+    ]
+
+
+def check_options(cfg: TrainConfig) -> None:
+    """Refuse options that are invalid whatever the environment, before anything is made
+    or written (``streamrl train`` calls it first; :func:`resolve` again).
+
+    Raises:
+      ConfigError: one line naming the flag.
+    """
+    if cfg.algo not in ALGORITHMS:
+        raise ConfigError(f"unknown algorithm {cfg.algo!r}; choose one of {', '.join(ALGORITHMS)}")
+    for flag, value, bound in (
+        ("--total-steps", cfg.total_steps, "> 0"),
+        ("--max-episode-steps", cfg.max_episode_steps, "> 0"),
+        ("--num-seeds", cfg.num_seeds, ">= 1"),
+        ("--chunk-steps", cfg.chunk_steps, "> 0"),
+        ("--checkpoint-every", cfg.checkpoint_every, ">= 0 (0: only at the end)"),
+    ):
+        if value is not None and value < (0 if bound.startswith(">= 0") else 1):
+            raise ConfigError(f"{flag} must be {bound}, got {value}")
+    if cfg.hidden is not None and (not cfg.hidden or any(h <= 0 for h in cfg.hidden)):
+        raise ConfigError(f"--hidden must list positive layer widths, got {tuple(cfg.hidden)}")
+    if cfg.resume is None and cfg.run_dir is not None and str(cfg.run_dir).strip() in ("", "."):
+        raise ConfigError("--run-dir is empty; name a directory for the run (default: runs/<env>_<algo>_s<seed>_<time>)")
+
+
 def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
     """Fill the defaults of the environment's family (:mod:`streamrl.families`) and validate.
 
@@ -263,8 +315,7 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
         environment's action space.
       UnsupportedSpaceError: no network for the observation shape.
     """
-    if cfg.algo not in ALGORITHMS:
-        raise ConfigError(f"unknown algorithm {cfg.algo!r}; choose one of {', '.join(ALGORITHMS)}")
+    check_options(cfg)
     algorithm = ALGORITHMS[cfg.algo]
     if algorithm.requires_discrete and not spec.discrete:
         raise ConfigError(
@@ -272,11 +323,7 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             "use `streamrl train ac`"
         )
     family = families.get(spec.family)
-    total_steps = cfg.total_steps or family.default_total_steps(cfg.algo)
-    if total_steps <= 0:
-        raise ConfigError(f"--total-steps must be > 0, got {total_steps}")
-    if cfg.num_seeds <= 0:
-        raise ConfigError(f"--num-seeds must be >= 1, got {cfg.num_seeds}")
+    total_steps = family.default_total_steps(cfg.algo) if cfg.total_steps is None else cfg.total_steps
     # The ε schedules the official scripts actually run (docs/algorithms.md "Hyper-parameters").
     fractions = cfg.exploration_fraction or (family.exploration_fraction(cfg.algo, cfg.schedule_steps or total_steps),)
     for fraction in fractions:
@@ -284,12 +331,6 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             raise ConfigError(f"--exploration-fraction must be in (0, 1], got {fraction}")
     if not 0 <= cfg.sparsity < 1:
         raise ConfigError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
-    if cfg.checkpoint_every < 0:
-        raise ConfigError(f"--checkpoint-every must be >= 0 (0: only at the end), got {cfg.checkpoint_every}")
-    if cfg.max_episode_steps is not None and cfg.max_episode_steps <= 0:
-        raise ConfigError(f"--max-episode-steps must be > 0, got {cfg.max_episode_steps}")
-    if cfg.hidden is not None and (not cfg.hidden or any(h <= 0 for h in cfg.hidden)):
-        raise ConfigError(f"--hidden must list positive layer widths, got {tuple(cfg.hidden)}")
     if cfg.optimizer not in ("obgd", "adaptive"):
         raise ConfigError(f"--optimizer must be 'obgd' or 'adaptive', got {cfg.optimizer!r}")
     frame_stack = spec.frame_stack
@@ -318,11 +359,13 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
         hp = dict(zip(SWEEPABLE.values(), values))
         # a fraction on the CLI, of the run length the schedule was laid out for
         hp["eps_decay_steps"] = max(hp["eps_decay_steps"] * (cfg.schedule_steps or total_steps), 1.0)
-        for i in range(cfg.num_seeds):
-            members.append(Member(cfg.seed + i, HParams(**hp, **flags)))
+        hparams = HParams(**hp, **flags)
+        try:
+            validate_hparams(hparams)  # once per setting: the seeds share it
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        members.extend(Member(cfg.seed + i, hparams) for i in range(cfg.num_seeds))
     try:
-        for member in members:
-            validate_hparams(member.hparams)
         agent = AgentConfig(
             obs_shape=spec.obs_shape,
             discrete=spec.discrete,

@@ -171,6 +171,7 @@ def evaluate(
     env_id: str | None = None,
     seed_offset: int = EVAL_SEED_OFFSET,
     max_video_frames: int = 5_000,
+    allow_env_import: bool = False,
 ) -> dict:
     """Evaluate the agents of ``run_dir`` and write ``eval.json``; returns its contents.
 
@@ -185,6 +186,7 @@ def evaluate(
       seed_offset: environment seed = agent seed + ``seed_offset``.
       max_video_frames: the video stops after this many frames (a long episode of
         CartPole at the 10,000-step cap would make a 5-minute video).
+      allow_env_import: let a recorded ``module:Env-v0`` id import its module.
 
     Raises:
       ConfigError: not a run directory, bad arguments, or an algorithm without a policy
@@ -198,12 +200,17 @@ def evaluate(
     import os
 
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (classic-control rendering) needs no sound card
+    from streamrl.results import check_no_links
+
     run_dir = Path(run_dir)
     cfg, _ = load_run_config(run_dir)
+    check_no_links(run_dir)
     if episodes < 1:
         raise ConfigError(f"--episodes must be >= 1, got {episodes}")
     if not ALGORITHMS[cfg.algo].has_policy:
         raise ConfigError("Stream TD(λ) learns the value of a fixed random policy: it has no policy to evaluate")
+    if env_id is None:
+        families.check_recorded_id(cfg.env, run_dir / "config.json", allow_env_import)
     spec, make = _env_factory(env_id or cfg.env, cfg.max_episode_steps, cfg.life_loss)
     resolved = resolve(cfg, spec)
     members = resolved.members

@@ -19,7 +19,10 @@ import dataclasses
 import re
 from typing import Callable, Literal
 
-__all__ = ["Family", "FAMILIES", "SOURCES", "Source", "get", "of_id", "source_of", "human_game", "PAPER_EPISODE_CAP"]
+__all__ = [
+    "Family", "FAMILIES", "SOURCES", "Source", "get", "of_id", "source_of", "human_game", "imported_module",
+    "check_recorded_id", "PAPER_EPISODE_CAP",
+]
 
 PAPER_EPISODE_CAP = 10_000
 """The paper's episode cap for classic control with Discrete actions (CartPole, Acrobot,
@@ -262,6 +265,30 @@ def of_id(env_id: str) -> Family | None:
     if namespace:
         return of_namespace(namespace) or FAMILIES["other"]
     return next((f for f in FAMILIES.values() if f.names is not None and f.names(env_id)), None)
+
+
+def imported_module(env_id: str) -> str | None:
+    """The Python module a Gymnasium ``module:Env-v0`` id imports to register itself, or None."""
+    if source_of(env_id) != "gymnasium" or ":" not in env_id:
+        return None
+    return env_id.split(":", 1)[0]
+
+
+def check_recorded_id(env_id: str, where, allowed: bool) -> None:
+    """Refuse to import code named by a run directory (``where``) unless ``allowed``: a
+    ``module:Env-v0`` id recorded in a run's config.json would run that module.
+
+    Raises:
+      ConfigError: the id imports a module and ``allowed`` is False.
+    """
+    module = imported_module(env_id)
+    if module is not None and not allowed:
+        from streamrl.errors import ConfigError
+
+        raise ConfigError(
+            f"{where} names the environment {env_id!r}, which imports the Python module {module!r}; "
+            "pass --allow-env-import if you trust that run directory"
+        )
 
 
 def human_game(env_id: str) -> str | None:

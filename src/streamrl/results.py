@@ -33,7 +33,7 @@ import numpy as np
 
 from streamrl.errors import StreamRLError
 
-__all__ = ["RunWriter", "progress_bar", "load_episodes", "load_config", "plot_runs", "jsonable", "tail_mean", "EPISODE_COLUMNS"]
+__all__ = ["RunWriter", "RunLock", "new_run_path", "progress_bar", "load_episodes", "load_config", "plot_runs", "jsonable", "tail_mean", "EPISODE_COLUMNS"]
 
 EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
 _PACKAGES = ("streamrl", "jax", "jaxlib", "flax", "optax", "gymnasium", "numpy", "mujoco")
@@ -106,16 +106,10 @@ class RunWriter:
         self.episodes_written = 0
 
     @classmethod
-    def create(cls, cfg, resolved, spec) -> "RunWriter":
-        """Make the directory (default ``runs/<env>_<algo>_s<seed>_<time>``) and write
-        ``config.json`` and an empty ``episodes.csv``."""
-        path = cfg.run_dir
-        if path is None:
-            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            safe_env = cfg.env.replace("/", "-").replace(":", "-")
-            path = Path("runs") / f"{safe_env}_{cfg.algo}_s{cfg.seed}_{stamp}"
+    def create(cls, path: Path, cfg, resolved, spec) -> "RunWriter":
+        """Write ``config.json`` and an empty ``episodes.csv`` into the new run directory
+        ``path`` (made and locked by :class:`RunLock`)."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
         config = {
             "algo": cfg.algo,
             "env": cfg.env,
@@ -139,10 +133,12 @@ class RunWriter:
         return writer
 
     @classmethod
-    def reopen(cls, path: Path, members, swept: tuple[str, ...], until_step: int) -> "RunWriter":
+    def reopen(cls, path: Path, members, swept: tuple[str, ...], until_step: int, expected: int | None = None) -> "RunWriter":
         """Continue writing the run directory ``path`` (a resume from the checkpoint at
         ``until_step``): records with a later end step, and a half-written last line left by
-        a kill, are dropped (atomically) and the rest counted."""
+        a kill, are dropped (atomically) and the rest counted. ``expected``: the number of
+        records the checkpoint was written with; another count (a truncated or deleted
+        ``episodes.csv``) raises CheckpointError before anything is rewritten."""
         path = Path(path)
         try:
             env_id = load_config(path).get("env")
@@ -171,6 +167,13 @@ class RunWriter:
                 writer._returns[agent].append(episodic_return)
                 writer._recent.append(episodic_return)
         del writer._recent[:-100]
+        if expected is not None and len(kept) != expected:
+            from streamrl.errors import CheckpointError
+
+            raise CheckpointError(
+                f"{path / 'episodes.csv'} holds {len(kept)} records up to step {until_step} but the checkpoint was written "
+                f"with {expected}: it was truncated, edited or deleted; restore it, or start a new run"
+            )
         writer.episodes_written = len(kept)
         tmp = path / "episodes.csv.tmp"
         with open(tmp, "w", newline="") as f:
@@ -324,6 +327,104 @@ def progress_bar(total: int, *, enabled: bool = True, console=None, agents: int 
     with Progress(*columns, console=console, refresh_per_second=4) as progress:
         task = progress.add_task("train", total=total, completed=completed, episodes=0, ret="–")
         yield _Bar(progress, task)
+
+
+def new_run_path(cfg) -> Path:
+    """Where a new run of ``cfg`` goes: ``--run-dir``, or ``runs/<env>_<algo>_s<seed>_<time>``."""
+    if cfg.run_dir is not None:
+        return Path(cfg.run_dir)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe_env = cfg.env.replace("/", "-").replace(":", "-")
+    return Path("runs") / f"{safe_env}_{cfg.algo}_s{cfg.seed}_{stamp}"
+
+
+def check_no_links(run_dir: Path) -> None:
+    """Refuse a run directory that holds a symbolic link anywhere inside: streamrl writes
+    into run directories (records, summaries, eval.json, checkpoints) and must never write
+    through a link to a file elsewhere.
+
+    Raises:
+      ConfigError: names the first link found.
+    """
+    import os
+
+    from streamrl.errors import ConfigError
+
+    for root, dirs, files in os.walk(run_dir, followlinks=False):
+        for name in sorted(dirs + files):
+            path = Path(root) / name
+            if path.is_symlink():
+                raise ConfigError(f"{path} is a symbolic link; streamrl does not write through links in a run directory: remove it")
+
+
+class RunLock:
+    """An exclusive lock on a run directory while a process writes it (``fcntl.flock`` on
+    the directory itself, so taking it writes nothing; released when the process ends,
+    however it ends).
+
+    ``RunLock(path, new=True)`` makes the directory if needed, takes the lock, then refuses
+    a directory that already holds anything else (a finished run, another program's files):
+    a new run never writes over another. ``new=False`` (resume) only takes the lock.
+
+    Raises:
+      ConfigError: the directory is a file, cannot be made, holds files (new runs), or
+        another process holds the lock; one line each, and nothing is written.
+    """
+
+    def __init__(self, path: Path, *, new: bool):
+        import fcntl
+        import os
+
+        from streamrl.errors import ConfigError
+
+        self.path = path = Path(path)
+        self._fd = None
+        try:
+            exists = path.exists()
+        except OSError as exc:  # a name too long, …
+            raise ConfigError(f"cannot make run directory {path}: {exc.strerror}; choose another --run-dir") from None
+        self.created = not exists
+        if exists and not path.is_dir():
+            raise ConfigError(f"run directory {path} is a file; choose another --run-dir")
+        if new:
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"cannot make run directory {path}: {exc.strerror}; choose another --run-dir") from None
+        if not path.is_dir():
+            raise ConfigError(f"{path} is not a run directory (it does not exist)")
+        try:
+            self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError as exc:
+            raise ConfigError(f"cannot open run directory {path}: {exc.strerror}; choose another --run-dir") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise ConfigError(f"another streamrl process is writing {path}; wait for it to finish or choose another --run-dir") from None
+        if new:
+            others = sorted(p.name for p in path.iterdir())
+            if others:
+                self.release()
+                shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+                raise ConfigError(
+                    f"{path} already holds files ({shown}); continue that run with --resume {path}, "
+                    "or choose another --run-dir"
+                )
+
+    def discard(self) -> None:
+        """Remove the directory if this lock made it and it is still empty (a run refused
+        before it wrote anything)."""
+        if self.created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()
+
+    def release(self) -> None:
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 def load_config(run_dir: Path) -> dict:

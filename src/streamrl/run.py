@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from streamrl import families
 from streamrl.agents import ALGORITHMS
 from streamrl.config import Resolved, TrainConfig, resolve
 from streamrl.drivers import Driver, Failure, driver_for, failure_error
-from streamrl.errors import CheckpointError, NonFiniteError
+from streamrl.errors import CheckpointError, ConfigError, NonFiniteError
 
 __all__ = ["train", "Interrupted", "resume_config"]
 
@@ -26,35 +27,29 @@ class StopRequested(Exception):
     """SIGINT or SIGTERM arrived; the driver checkpoints and stops."""
 
 
-class _Session:
-    """The bookkeeping of one training run: checkpoints, records, metrics, signals.
+class _Signals:
+    """SIGINT and SIGTERM as a flag, for the CLI only (``train(handle_signals=True)``): a
+    library call leaves the process's signals to its caller.
 
-    SIGINT and SIGTERM set a flag that the loop checks after every chunk (1,024 steps on
-    host environments, ``--chunk-steps`` on device ones); it then checkpoints and stops.
+    The first signal sets :attr:`signal`; the loop checks it before every chunk (1,024
+    steps on host environments, ``--chunk-steps`` on device ones), then checkpoints and
+    stops. Once the loop has begun (:attr:`running`), further signals are ignored, with a
+    line on stderr, until the stop checkpoint and the summary are written (a second Ctrl-C
+    must not lose them); before it (making environments, compiling: nothing to save yet)
+    a second signal aborts at once (KeyboardInterrupt: the CLI exits 130 with one line).
     """
 
-    def __init__(self, cfg: TrainConfig, resolved: Resolved, writer, metrics, start_step: int, prior_wall_s: float):
-        self.cfg, self.resolved, self.writer, self.metrics = cfg, resolved, writer, metrics
-        self.members = resolved.members
-        self.start_step = start_step
-        self.prior_wall_s = prior_wall_s
-        self.last_checkpoint: int | None = start_step if start_step else None
-        self.next_checkpoint = self._after(start_step)
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
         self.signal: int | None = None
+        self.running = False
         self._handlers: dict = {}
-
-    def _after(self, step: int) -> int | None:
-        every = self.cfg.checkpoint_every
-        return (step // every + 1) * every if every and every > 0 else None
-
-    def due(self, step: int) -> bool:
-        return self.next_checkpoint is not None and step >= self.next_checkpoint
 
     def __enter__(self):
         import signal
         import threading
 
-        if threading.current_thread() is threading.main_thread():
+        if self.enabled and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._handlers[sig] = signal.signal(sig, self._on_signal)
         return self
@@ -66,7 +61,39 @@ class _Session:
             signal.signal(sig, handler)
 
     def _on_signal(self, signum, frame):
-        self.signal = signum
+        import sys
+
+        if self.signal is None:
+            self.signal = signum
+        elif not self.running:
+            raise KeyboardInterrupt
+        else:
+            print("streamrl: already stopping; writing the checkpoint and the summary, please wait", file=sys.stderr, flush=True)
+
+
+class _Session:
+    """The bookkeeping of one training run: checkpoints, records, metrics, and the signal
+    flag (:class:`_Signals`)."""
+
+    def __init__(self, cfg: TrainConfig, resolved: Resolved, writer, metrics, start_step: int, prior_wall_s: float, signals):
+        self.cfg, self.resolved, self.writer, self.metrics = cfg, resolved, writer, metrics
+        self.members = resolved.members
+        self.start_step = start_step
+        self.prior_wall_s = prior_wall_s
+        self.last_checkpoint: int | None = start_step if start_step else None
+        self.next_checkpoint = self._after(start_step)
+        self._signals = signals
+
+    @property
+    def signal(self) -> int | None:
+        return self._signals.signal
+
+    def _after(self, step: int) -> int | None:
+        every = self.cfg.checkpoint_every
+        return (step // every + 1) * every if every and every > 0 else None
+
+    def due(self, step: int) -> bool:
+        return self.next_checkpoint is not None and step >= self.next_checkpoint
 
     def checkpoint(self, step: int, items: dict, wall_s: float, finite: np.ndarray) -> None:
         """Flush the records, then write checkpoint ``step`` (records and checkpoint agree
@@ -102,15 +129,18 @@ def _open_run(cfg: TrainConfig, resolved: Resolved, spec, targets: dict | None):
     from streamrl.metrics import MetricsLog
     from streamrl.results import RunWriter
 
+    from streamrl.results import check_no_links
+
     items, meta = None, {}
     if targets is not None:
+        check_no_links(cfg.run_dir)
         step = checkpoint.latest_step(cfg.run_dir)
         if step is None:
             raise CheckpointError(f"{cfg.run_dir} has no checkpoint to resume from (it stopped before the first one)")
         items, meta = checkpoint.restore(cfg.run_dir, targets, checkpoint.run_meta(cfg, resolved), step=step)
-        writer = RunWriter.reopen(cfg.run_dir, resolved.members, resolved.swept, until_step=step)
+        writer = RunWriter.reopen(cfg.run_dir, resolved.members, resolved.swept, until_step=step, expected=meta.get("episodes"))
     else:
-        step, writer = 0, RunWriter.create(cfg, resolved, spec)
+        step, writer = 0, RunWriter.create(cfg.run_dir, cfg, resolved, spec)
     metrics = MetricsLog(writer.path, resolved.members) if cfg.tensorboard else None
     return writer, metrics, step, items, meta
 
@@ -118,8 +148,12 @@ def _open_run(cfg: TrainConfig, resolved: Resolved, spec, targets: dict | None):
 class Interrupted(Exception):
     """A run stopped by SIGINT or SIGTERM after writing a checkpoint."""
 
-    def __init__(self, path: Path, step: int, signum: int | None):
-        super().__init__(f"stopped at step {step:,}; checkpoint written; resume with: streamrl train --resume {path}")
+    def __init__(self, path: Path, step: int, signum: int | None, checkpointed: bool = True):
+        if checkpointed:
+            message = f"stopped at step {step:,}; checkpoint written; resume with: streamrl train --resume {path}"
+        else:
+            message = f"stopped at step {step:,}, before any checkpoint; nothing to resume (run it again)"
+        super().__init__(message)
         self.path, self.step, self.signum = path, step, signum
 
 
@@ -128,10 +162,17 @@ def resume_config(cfg: TrainConfig) -> TrainConfig:
     ``--progress`` and ``--checkpoint-every`` taken from ``cfg`` when given."""
     import dataclasses
 
-    from streamrl.config import load_run_config
+    from streamrl.config import ignored_on_resume, load_run_config
 
+    ignored = ignored_on_resume(cfg)
+    if ignored:
+        raise ConfigError(
+            f"--resume continues {cfg.resume} with its recorded options; drop {', '.join(ignored)} "
+            "(only --total-steps, --checkpoint-every and --progress may change)"
+        )
     path = Path(cfg.resume)
     old, recorded = load_run_config(path)
+    families.check_recorded_id(old.env, path / "config.json", cfg.allow_env_import)
     schedule = old.schedule_steps or recorded.get("total_steps")
     changes = dict(run_dir=path, resume=path, progress=cfg.progress, schedule_steps=schedule)
     if cfg.total_steps is not None:
@@ -142,7 +183,7 @@ def resume_config(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(old, **changes)
 
 
-def train(cfg: TrainConfig, *, console=None) -> Path:
+def train(cfg: TrainConfig, *, console=None, handle_signals: bool = False) -> Path:
     """Run ``cfg`` (one agent, or a fleet of seeds × hyper-parameter settings) and write
     its run directory. The id's source picks the driver (:func:`streamrl.drivers.driver_for`):
     ``gymnax:``/``brax:`` run on the device driver, ``envpool:`` and Gymnasium ids on the
@@ -155,28 +196,102 @@ def train(cfg: TrainConfig, *, console=None) -> Path:
     :class:`~streamrl.errors.NonFiniteError` (after writing the records so far and a
     summary with ``status: failed``) when an environment emits NaN or inf or an agent's TD
     error or parameters become non-finite; :class:`Interrupted` after SIGINT or SIGTERM
-    (a checkpoint is written first); :class:`~streamrl.errors.CheckpointError` when the
-    checkpoint to resume from is missing, corrupt or belongs to another run.
+    (a checkpoint is written first; only with ``handle_signals``, which the CLI sets: a
+    library call leaves the process's signals alone);
+    :class:`~streamrl.errors.CheckpointError` when the checkpoint to resume from is
+    missing, corrupt or belongs to another run; ConfigError when the run directory holds
+    another run or another process is writing it.
     """
+    import dataclasses
+
+    from streamrl.config import check_options
+    from streamrl.results import RunLock, new_run_path
+
     resume = cfg.resume is not None
     if resume:
         cfg = resume_config(cfg)
-    driver = driver_for(cfg)
+    check_options(cfg)
+    cfg = dataclasses.replace(cfg, run_dir=new_run_path(cfg))
+    with _Signals(handle_signals) as signals:
+        return _train(cfg, resume, console, signals)
+
+
+def _train(cfg: TrainConfig, resume: bool, console, signals: _Signals) -> Path:
+    from streamrl.results import RunLock
+
+    lock = RunLock(cfg.run_dir, new=not resume)  # refuses a second writer and, for a new run, a used directory
+    writer = None
     try:
-        resolved = resolve(cfg, driver.spec)
-        driver.bind(ALGORITHMS[cfg.algo](resolved.agent), resolved.members)
-        writer, metrics, step, items, meta = _open_run(cfg, resolved, driver.spec, driver.restore_target() if resume else None)
-        message = driver.start(step, items)
-        if message is not None and console is not None:
-            console.print(f"resumed {writer.path} at step {step:,}: {message}", soft_wrap=True)
-        prior_wall = float(meta.get("wall_time_s") or 0.0) if resume else 0.0
-        _loop(cfg, resolved, driver, writer, metrics, step, prior_wall, console)
+        driver = driver_for(cfg)
+        try:
+            resolved = resolve(cfg, driver.spec)
+            agent = ALGORITHMS[cfg.algo](resolved.agent)
+            _check_memory(agent, resolved.members)
+            driver.bind(agent, resolved.members)
+            writer, metrics, step, items, meta = _open_run(cfg, resolved, driver.spec, driver.restore_target() if resume else None)
+            message = driver.start(step, items)
+            if message is not None and console is not None:
+                console.print(f"resumed {writer.path} at step {step:,}: {message}", soft_wrap=True)
+            prior_wall = float(meta.get("wall_time_s") or 0.0) if resume else 0.0
+            _loop(cfg, resolved, driver, writer, metrics, step, prior_wall, console, signals)
+        finally:
+            driver.close()
+    except BaseException:
+        if writer is None and not resume:
+            lock.discard()  # refused before anything was written: leave no directory behind
+        raise
     finally:
-        driver.close()
+        lock.release()
     return writer.path
 
 
-def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics, step: int, prior_wall: float, console) -> None:
+MEMORY_FACTOR = 3
+"""The host step holds the fleet state about three times at its peak (the state, the
+updated state before donation frees the old one, and the packed buffers)."""
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _check_memory(agent, members) -> None:
+    """Refuse a fleet whose learner state cannot fit in memory, before allocating it (a
+    fleet of 100,000 seeds, or ``--hidden 100000 100000``), with the figure.
+
+    Raises:
+      ConfigError: the estimate (MEMORY_FACTOR × the fleet's state) exceeds the memory available.
+    """
+    import math
+
+    from streamrl.engine import fleet_state_target
+
+    one = fleet_state_target(agent, members[:1])  # shapes only; every member's state is the same size
+    need = MEMORY_FACTOR * len(members) * sum(math.prod(x.shape) * x.dtype.itemsize for x in jax_leaves(one))
+    available = _available_memory()
+    if available is not None and need > available:
+        gib = 1 << 30
+        raise ConfigError(
+            f"the fleet's learner state needs about {need / gib:,.1f} GiB ({len(members):,} agent{'s' * (len(members) > 1)}, "
+            f"{need / len(members) / (1 << 20):,.1f} MiB each) and {available / gib:,.1f} GiB is available; "
+            "use fewer agents (--num-seeds, fewer swept values) or smaller networks (--hidden)"
+        )
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)
+
+
+def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics, step: int, prior_wall: float, console, signals) -> None:
     """Advance the driver chunk by chunk to ``resolved.total_steps``, booking episodes,
     diagnostics and checkpoints; the one training loop of every driver."""
     from streamrl.results import progress_bar
@@ -191,11 +306,15 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
     def save(at, wall_s):
         session.checkpoint(at, driver.checkpoint_items(), wall_s, driver.params_finite())
 
-    with _Session(cfg, resolved, writer, metrics, step, prior_wall) as session, progress_bar(
+    session = _Session(cfg, resolved, writer, metrics, step, prior_wall, signals)
+    signals.running = True
+    with progress_bar(
         total, enabled=cfg.progress, console=console, agents=len(members), completed=step
     ) as bar:
         try:
             while step < total:
+                if session.signal is not None:  # also a signal during start-up (compilation)
+                    raise StopRequested
                 length = min(driver.chunk, total - step)
                 if session.next_checkpoint is not None:
                     length = min(length, session.next_checkpoint - step)
@@ -212,8 +331,6 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
                 bar.update(step, writer.episodes_written, writer.recent_return())
                 if writer.maybe_flush():
                     session.diagnostics(step, driver.take_diagnostics(), (step - start) / wall_now())
-                if session.signal is not None and step < total:
-                    raise StopRequested
         except NonFiniteError as exc:
             status, error = "failed", exc
         except StopRequested:
@@ -234,6 +351,6 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
         resumed_from=session.start_step or None,
     )
     if status == "interrupted":
-        raise Interrupted(writer.path, step, session.signal)
+        raise Interrupted(writer.path, step, session.signal, checkpointed=session.last_checkpoint is not None)
     if error is not None:
         raise error
