@@ -264,3 +264,70 @@ def test_ctrl_c_while_a_run_starts_up_exits_130_with_one_line(tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert err.strip().startswith("interrupted: stopped at step") and err.strip().count("\n") == 0, err[-2000:]
+
+
+# -- 6. a run directory that stops accepting writes ------------------------------------------
+
+
+def test_a_full_disk_stops_the_run_with_one_line_a_failed_summary_and_a_resumable_checkpoint(tmp_path):
+    """A file-size limit (``ulimit -f``, as a full disk) reached by the growing episode
+    records after the first checkpoints: one line naming the resume command, exit 1,
+    ``status: failed`` in the summary, and the resume (limit lifted) completes the run."""
+    run = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    # 12 KiB: the checkpoints' files fit; episodes.csv outgrows it after ~20k CartPole steps.
+    # (The limit is set by a shell: a preexec_fn would fork this multithreaded JAX process.)
+    proc = subprocess.run(
+        ["bash", "-c", 'ulimit -f 12 && exec "$@"', "bash", sys.executable, "-m", "streamrl", "train", "q",
+         "--total-steps", "60000", "--checkpoint-every", "5000", "--run-dir", str(run), "--no-progress", "--no-tensorboard"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and err.count("\n") == 0 and "Traceback" not in err, err[-3000:]
+    assert err.startswith("error: cannot write") and "File too large" in err and "streamrl train --resume" in err, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "failed" and "File too large" in summary["message"]
+    assert f"resume from step {_checkpoints(run)[-1]:,}" in err
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    assert json.loads((run / "summary.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (lambda text: b"agent,seed,garbage\n1,2\n", "lacks the column"),
+        (lambda text: b"\xff\xfe\x00", "not a readable episode record"),
+        (lambda text: text.replace(b"\n", b"\nabc,def,1,2,3\n", 2), "damaged record"),
+        (lambda text: None, "is missing"),
+    ],
+    ids=["columns", "not-utf8", "rows", "deleted"],
+)
+def test_damaged_episode_records_are_one_line_for_plot_and_report(small_run, tmp_path, capsys, damage, match):
+    run = _copy(small_run, tmp_path)
+    records = run / "episodes.csv"
+    content = damage(records.read_bytes())
+    if content is None:
+        records.unlink()
+    else:
+        records.write_bytes(content)
+    before = _snapshot(run)
+    for argv in (["plot", str(run), "--out", str(tmp_path / "c.png")], ["report", str(run), "--out", str(tmp_path / "r")]):
+        _refused(capsys, argv, match)
+    assert _snapshot(run) == before and not (tmp_path / "c.png").exists()
+
+
+def test_a_record_file_cut_short_by_a_kill_still_plots(small_run, tmp_path):
+    from streamrl.results import read_episodes
+
+    run = _copy(small_run, tmp_path)
+    records = run / "episodes.csv"
+    whole = read_episodes(run)
+    records.write_bytes(records.read_bytes()[:-7])  # a half-written last line
+    cut = read_episodes(run)
+    assert len(cut) == len(whole) - 1 and cut.equals(whole.iloc[:-1])
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs: a directory no one may write, even root")
+def test_a_run_directory_that_cannot_be_written_is_one_line(capsys):
+    _refused(capsys, ["train", "--total-steps", "100", "--run-dir", "/sys/kernel/streamrl-run", "--no-progress"],
+             "cannot make run directory /sys/kernel/streamrl-run")

@@ -80,10 +80,57 @@ def save(run_dir: Path, step: int, items: dict[str, Any], meta: dict) -> Path:
 
     args = {name: ocp.args.StandardSave(tree) for name, tree in items.items()}
     meta = dict(meta, step=int(step), digests={name: digest(tree) for name, tree in items.items()})
-    with _manager(run_dir) as manager:
-        manager.save(int(step), args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), force=True)
-        manager.wait_until_finished()
+    with _held_reports() as held:
+        try:
+            with _manager(run_dir) as manager:
+                manager.save(int(step), args=ocp.args.Composite(meta=ocp.args.JsonSave(meta), **args), force=True)
+                manager.wait_until_finished()
+        except Exception as exc:
+            held.drop()
+            _quiet_orbax_leftovers()
+            if isinstance(exc, OSError):
+                raise
+            if "os_error_code" in str(exc) or "Failed writing" in str(exc):  # TensorStore's I/O errors are ValueErrors
+                raise OSError(f"checkpoint {step} could not be written ({str(exc).splitlines()[0][-160:]})") from None
+            raise
     return Path(run_dir) / CHECKPOINT_DIR / str(int(step))
+
+
+class _held_reports:
+    """While a checkpoint is written, hold what Orbax's threads log (the ``absl`` logger)
+    and the exceptions they raise: replayed as they were if the write succeeds, dropped if
+    it fails (the caller raises one error saying what failed, instead of dozens of
+    tracebacks from Orbax's writer threads)."""
+
+    def __enter__(self):
+        import logging
+        import threading
+
+        self.records, self.thread_errors, self._dropped = [], [], False
+        _quiet_orbax_leftovers()  # TensorStore callbacks of a failing write find Orbax's loop closed
+        self._logger = logging.getLogger("absl")
+        self._logger.addFilter(self._filter)
+        self._previous_hook = threading.excepthook
+        threading.excepthook = self.thread_errors.append
+        return self
+
+    def _filter(self, record) -> bool:
+        self.records.append(record)
+        return False
+
+    def drop(self) -> None:
+        self._dropped = True
+
+    def __exit__(self, *exc):
+        import threading
+
+        self._logger.removeFilter(self._filter)
+        threading.excepthook = self._previous_hook
+        if not self._dropped:
+            for record in self.records:
+                self._logger.handle(record)
+            for args in self.thread_errors:
+                self._previous_hook(args)
 
 
 def digest(tree: Any) -> str:
@@ -197,6 +244,7 @@ def _quiet_orbax_leftovers() -> None:
     callbacks that find Orbax's event loop closed print "Event loop is closed" tracebacks
     (hundreds of lines burying the one-line refusal). Drop those, and only those, from
     ``sys.unraisablehook`` and ``sys.excepthook``."""
+    import logging
     import sys
 
     previous = sys.unraisablehook
@@ -221,6 +269,8 @@ def _quiet_orbax_leftovers() -> None:
     hook._streamrl_quiet = True
     sys.unraisablehook = hook
     sys.excepthook = excepthook
+    # asyncio reports the failed futures Orbax leaves ("exception was never retrieved").
+    logging.getLogger("asyncio").addFilter(lambda record: "never retrieved" not in record.getMessage())
 
 
 def _short(value: Any) -> str:

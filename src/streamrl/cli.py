@@ -24,7 +24,7 @@ from typing import Literal
 import tyro
 
 from streamrl.config import TrainConfig
-from streamrl.errors import NonFiniteError, StreamRLError
+from streamrl.errors import NonFiniteError, StreamRLError, WriteError
 
 __all__ = ["main", "PlotConfig", "EnvsConfig", "EvalConfig", "ReportConfig"]
 
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, ReportConfig: _report, EnvsConfig: _envs}[type(cmd)]
     try:
         return handler(cmd)
-    except NonFiniteError as exc:
+    except (NonFiniteError, WriteError) as exc:  # a run that started and failed
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except StreamRLError as exc:

@@ -11,6 +11,7 @@ __all__ = [
     "NonFiniteError",
     "ConfigError",
     "CheckpointError",
+    "WriteError",
 ]
 
 
@@ -47,3 +48,9 @@ class NonFiniteError(StreamRLError, FloatingPointError):
 
 class CheckpointError(StreamRLError):
     """A checkpoint is missing, unreadable, or belongs to another run."""
+
+
+class WriteError(StreamRLError):
+    """The run directory could not be written during a run (a full disk, a file-size
+    limit, a directory made read-only): the run stops, its summary says ``failed`` where it
+    can still be written, and the message says how to resume."""

@@ -50,19 +50,17 @@ def load_scores(run_dirs) -> list[dict]:
     are skipped).
 
     Raises:
-      ConfigError: a path that is not a run directory.
+      ConfigError: a path that is not a run directory, or damaged records.
     """
-    import pandas as pd
-
-    from streamrl.results import load_config, tail_mean
+    from streamrl.results import load_config, read_episodes, tail_mean
 
     records = []
     for run in map(Path, run_dirs):
         try:
             config = load_config(run)
-            episodes = pd.read_csv(run / "episodes.csv")
         except (OSError, ValueError, StreamRLError) as exc:
             raise ConfigError(f"{run} is not a readable run directory ({type(exc).__name__}); pass directories `streamrl train` wrote") from None
+        episodes = read_episodes(run)
         for member in config["members"]:
             agent = int(member["agent"])
             score = tail_mean(episodes.loc[episodes.agent == agent, "episodic_return"].to_numpy(np.float64))

@@ -31,9 +31,9 @@ from typing import Iterable
 
 import numpy as np
 
-from streamrl.errors import StreamRLError
+from streamrl.errors import ConfigError, StreamRLError
 
-__all__ = ["RunWriter", "RunLock", "new_run_path", "progress_bar", "load_episodes", "load_config", "plot_runs", "jsonable", "tail_mean", "EPISODE_COLUMNS"]
+__all__ = ["RunWriter", "RunLock", "new_run_path", "progress_bar", "load_episodes", "read_episodes", "load_config", "plot_runs", "jsonable", "tail_mean", "EPISODE_COLUMNS"]
 
 EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
 _PACKAGES = ("streamrl", "jax", "jaxlib", "flax", "optax", "gymnasium", "numpy", "mujoco")
@@ -455,10 +455,43 @@ def load_episodes(run_dirs: Iterable[Path]):
     frames = []
     for run_dir in run_dirs:
         cfg = load_config(run_dir)
-        df = pd.read_csv(Path(run_dir) / "episodes.csv")
+        df = read_episodes(run_dir)
         df["algo"], df["env"], df["run"] = cfg["algo"], cfg["env"], str(run_dir)
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def read_episodes(run_dir: Path):
+    """The episode records of one run directory (``episodes.csv``, columns
+    ``EPISODE_COLUMNS`` then one per swept hyper-parameter) as a pandas DataFrame; the one
+    reader of that file outside :class:`RunWriter`. A last line cut short (a run being
+    written, or killed) is dropped.
+
+    Raises:
+      ConfigError: the file is missing, not UTF-8 CSV, or lacks a column or a number where
+        one is required (one line naming the file).
+    """
+    import pandas as pd
+
+    path = Path(run_dir) / "episodes.csv"
+    check_no_links(Path(run_dir))
+    try:
+        df = pd.read_csv(path, on_bad_lines="skip", encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing; pass directories `streamrl train` wrote") from None
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ConfigError(f"{path} is not a readable episode record ({type(exc).__name__}); restore it from a copy") from None
+    missing = [c for c in EPISODE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path} lacks the column(s) {', '.join(missing)}; it is damaged: restore it from a copy")
+    numbers = df[list(EPISODE_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    complete = numbers.notna().all(axis=1)
+    bad = np.flatnonzero(~complete.to_numpy())
+    if len(bad) > 1 or (len(bad) == 1 and bad[0] != len(df) - 1):
+        raise ConfigError(f"{path} has {len(bad)} damaged record(s) (the first on line {bad[0] + 2}); restore it from a copy")
+    df = df[complete].copy()
+    df[list(EPISODE_COLUMNS)] = numbers[complete]
+    return df.astype({"agent": int, "seed": int, "end_step": int, "length": int})
 
 
 def binned_curve(end_steps: np.ndarray, returns: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from streamrl import families
 from streamrl.agents import ALGORITHMS
 from streamrl.config import Resolved, TrainConfig, resolve
 from streamrl.drivers import Driver, Failure, driver_for, failure_error
-from streamrl.errors import CheckpointError, ConfigError, NonFiniteError
+from streamrl.errors import CheckpointError, ConfigError, NonFiniteError, WriteError
 
 __all__ = ["train", "Interrupted", "resume_config"]
 
@@ -285,6 +285,16 @@ def _check_memory(agent, members) -> None:
         )
 
 
+def _write_error(path: Path, exc: OSError, last_checkpoint: int | None) -> WriteError:
+    """The one-line error for a run directory that stopped accepting writes mid-run."""
+    where = exc.filename or path
+    then = (
+        f"free space (or raise the limit), then resume from step {last_checkpoint:,} with: streamrl train --resume {path}"
+        if last_checkpoint is not None else "free space (or raise the limit) and run it again; nothing to resume"
+    )
+    return WriteError(f"cannot write {where}: {exc.strerror or exc} (a full disk or a file-size limit?); {then}")
+
+
 def jax_leaves(tree):
     import jax
 
@@ -335,6 +345,8 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
             status, error = "failed", exc
         except StopRequested:
             status = "interrupted"
+        except OSError as exc:  # a full disk, a file-size limit, a directory made read-only
+            status, error = "failed", _write_error(writer.path, exc, session.last_checkpoint)
         wall = wall_now()
         bar.update(step, writer.episodes_written, writer.recent_return())
         if status != "failed":
@@ -346,10 +358,17 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
     message = str(error) if error is not None else None
     if status == "interrupted":
         message = f"stopped by signal {session.signal} at step {step}; resume with: streamrl train --resume {writer.path}"
-    writer.finish(
+    summary = dict(
         steps=step, wall_time_s=prior_wall + wall, status=status, message=message, compile_s=driver.compile_s,
         resumed_from=session.start_step or None,
     )
+    if isinstance(error, WriteError):
+        try:  # the records cannot be flushed; a summary saying why may still fit
+            writer.write_summary(**summary)
+        except OSError:
+            pass
+        raise error
+    writer.finish(**summary)
     if status == "interrupted":
         raise Interrupted(writer.path, step, session.signal, checkpointed=session.last_checkpoint is not None)
     if error is not None:
