@@ -201,7 +201,9 @@ def test_non_finite_learner_stops_naming_the_step_and_keeps_the_last_good_checkp
     run = tmp_path / "run"
     status = main(["train", "q", "--env", "envs_for_tests:HugeReward-v0", "--total-steps", "2000", "--kappa", "0",
                    "--lr", "1e-5", "--no-scale-reward", "--checkpoint-every", "100", "--run-dir", str(run), "--no-progress"])
-    err = capsys.readouterr().err.strip()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == f"run directory: {run}" and lines[1].startswith("compiling the step of 1 agent")  # said at the start
+    err = "\n".join(lines[2:])
     assert status == 1 and err.startswith("error: the TD error or the parameters became non-finite at step")
     assert "the last good checkpoint (step 200) is kept" in err and "\n" not in err
     assert checkpoint.latest_step(run) == 200

@@ -22,9 +22,13 @@ def _cli(*args, env_extra=None, code=None):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
+START_LINES = ("run directory: ", "compiling the step of ")
+"""What `streamrl train` says at the start of a run (on stderr, beside the progress bar)."""
+
+
 def _one_line_error(capsys, argv, status=2):
     assert main(argv) == status
-    err = capsys.readouterr().err.strip()
+    err = "\n".join(line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith(START_LINES))
     assert err.startswith("error: ") and "\n" not in err, err
     return err
 

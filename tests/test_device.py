@@ -181,6 +181,7 @@ def test_missing_device_extras_name_the_pip_extra():
 
 def test_envs_lists_gymnasium_and_device_ids(capsys):
     assert main(["envs", "cartpole"]) == 0
-    listed = capsys.readouterr().out.split()
+    out = capsys.readouterr().out
+    listed = [line.strip() for line in out.splitlines() if line.startswith("  ") and " " not in line.strip()]  # the id lines
     assert "CartPole-v1" in listed and "gymnax:CartPole-v1" in listed
     assert all("cartpole" in env_id.lower() for env_id in listed)

@@ -142,3 +142,111 @@ def test_only_atari_ids_are_human_normalised(env_id, game, tmp_path):
 
     assert game_of(env_id) == game
     assert RunWriter(tmp_path, env_id=env_id).game == game
+
+
+def _run(path: Path, algo: str, env: str, scores: list[float], *, steps: int = 2000, lambdas=None, options=None):
+    """A run directory with a summary (steps per agent) and per-agent λ (the members'
+    recorded hyper-parameters, as a sweep writes them)."""
+    _write_run(path, algo, env, scores)
+    config = json.loads((path / "config.json").read_text())
+    for m, lam in zip(config["members"], lambdas or [0.8] * len(scores)):
+        m["lambda_"] = lam
+    config["total_steps"] = steps
+    if options is not None:
+        config["options"] = options
+    (path / "config.json").write_text(json.dumps(config))
+    (path / "summary.json").write_text(json.dumps({"status": "completed", "steps": steps}))
+    return path
+
+
+def test_methods_on_different_tasks_are_reported_per_task(tmp_path, capsys):
+    """`streamrl report runs/*q* runs/*ac*` with Q on two tasks and AC on one: per-task
+    results, the missing task named, no failure."""
+    runs = [
+        _run(tmp_path / "q_cart", "q", "CartPole-v1", [100.0, 120.0, 140.0]),
+        _run(tmp_path / "q_acro", "q", "Acrobot-v1", [-300.0, -250.0]),
+        _run(tmp_path / "ac_cart", "ac", "CartPole-v1", [300.0, 310.0]),
+    ]
+    out = report(runs, tmp_path / "r", reps=200)
+    assert out["missing"] == {"AC": ["Acrobot-v1"]}
+    by_title = {s["title"]: s for s in out["sections"]}
+    assert set(by_title) == {"Acrobot-v1", "CartPole-v1"}
+    assert set(by_title["CartPole-v1"]["methods"]) == {"Q", "AC"}
+    assert set(by_title["Acrobot-v1"]["methods"]) == {"Q"}
+    assert np.array(by_title["CartPole-v1"]["methods"]["AC"]["scores"]).shape == (2, 1)
+    assert by_title["CartPole-v1"]["methods"]["Q"]["point"][1] == pytest.approx(120.0)  # mean
+    assert by_title["Acrobot-v1"]["methods"]["Q"]["point"][1] == pytest.approx(-275.0)
+    assert "Q,AC" in by_title["CartPole-v1"]["probability_of_improvement"]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "AC has no runs on Acrobot-v1" in md and "## Acrobot-v1" in md and "## CartPole-v1" in md
+    for name in by_title["CartPole-v1"]["figures"] + by_title["Acrobot-v1"]["figures"]:
+        assert (tmp_path / "r" / name).stat().st_size > 0
+    assert "improvement_CartPole-v1.png" in out["figures"]
+    # the command line: exit 0, the missing task on stdout
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "cli"), "--reps", "100"]) == 0
+    printed = capsys.readouterr().out
+    assert "AC has no runs on Acrobot-v1" in printed and "aggregate_Acrobot-v1.png" in printed
+
+
+def test_methods_are_compared_across_the_tasks_they_share(tmp_path):
+    runs = []
+    for algo, envs in {"q": ("A-v0", "B-v0", "C-v0"), "ac": ("A-v0", "B-v0", "C-v0"), "sarsa": ("A-v0", "B-v0")}.items():
+        for env in envs:
+            runs.append(_run(tmp_path / f"{algo}_{env}", algo, env, [1.0, 2.0, 3.0]))
+    out = report(runs, tmp_path / "r", reps=100)
+    shared = out["sections"][0]
+    assert shared["tasks"] == ["A-v0", "B-v0"] and set(shared["methods"]) == {"Q", "AC", "SARSA"}
+    assert np.array(shared["methods"]["SARSA"]["scores"]).shape == (3, 2)
+    assert [s["title"] for s in out["sections"][1:]] == ["A-v0", "B-v0", "C-v0"]
+    assert out["missing"] == {"SARSA": ["C-v0"]}
+    assert shared["figures"] == ["aggregate.png", "profiles.png", "improvement.png"]
+    assert "across the tasks every method has (A-v0, B-v0)" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_nothing_to_report_is_one_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text(json.dumps({"algo": "q", "env": "CartPole-v1", "members": [{"agent": 0, "seed": 0}]}))
+    (empty / "episodes.csv").write_text("agent,seed,end_step,episodic_return,length\n")
+    with pytest.raises(ConfigError, match="nothing to report"):
+        report([empty], tmp_path / "r")
+
+
+def test_unequal_budgets_are_compared_with_a_warning(tmp_path, capsys):
+    short = _run(tmp_path / "short", "q", "CartPole-v1", [10.0, 20.0], steps=1500, lambdas=[0.0, 0.0])
+    long = _run(tmp_path / "long", "q", "CartPole-v1", [100.0, 200.0], steps=3000)
+    out = report([short, long], tmp_path / "r", reps=100)
+    assert len(out["warnings"]) == 1
+    warning = out["warnings"][0]
+    assert "unequal budgets" in warning and "CartPole-v1" in warning
+    assert "Q lambda=0: 1,500" in warning and "Q lambda=0.8: 3,000" in warning
+    assert warning in (tmp_path / "r" / "report.md").read_text()
+    assert main(["report", str(short), str(long), "--out", str(tmp_path / "cli"), "--reps", "50"]) == 0
+    assert "unequal budgets" in capsys.readouterr().out
+    # equal budgets: no warning
+    same = _run(tmp_path / "same", "q", "CartPole-v1", [5.0, 6.0], steps=3000, lambdas=[0.0, 0.0])
+    assert report([same, long], tmp_path / "r2", reps=50)["warnings"] == []
+
+
+def test_methods_are_labelled_by_their_cli_flags(tmp_path):
+    """Labels name what the user typed (--lambda, --exploration-fraction), only the settings
+    that differ, never HParams field names (lambda_, eps_decay_steps)."""
+    options = {"exploration_fraction": None, "optimizer": "obgd", "hidden": None}
+    sweep = _run(tmp_path / "sweep", "q", "CartPole-v1", [1.0, 2.0, 3.0, 4.0], lambdas=[0.0, 0.0, 0.8, 0.8], options=options)
+    config = json.loads((sweep / "config.json").read_text())
+    for m in config["members"]:
+        m.update(kappa=2.0, eps_decay_steps=100.0)  # the resolved ε schedule: 0.05 × 2000 steps
+    (sweep / "config.json").write_text(json.dumps(config))
+    frac = _run(tmp_path / "frac", "q", "CartPole-v1", [5.0, 6.0], options={**options, "exploration_fraction": [0.1]})
+    config = json.loads((frac / "config.json").read_text())
+    for m in config["members"]:
+        m.update(kappa=3.0, eps_decay_steps=200.0)
+    (frac / "config.json").write_text(json.dumps(config))
+    out = report([sweep, frac], tmp_path / "r", reps=50)
+    assert sorted(out["methods"]) == [
+        "Q lambda=0 kappa=2 exploration-fraction=default",
+        "Q lambda=0.8 kappa=2 exploration-fraction=default",
+        "Q lambda=0.8 kappa=3 exploration-fraction=0.1",
+    ]
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "lambda_" not in md and "eps_decay_steps" not in md and "lr=" not in md

@@ -24,3 +24,12 @@ if os.environ.get("STREAMRL_ASYNC_DISPATCH", "0") != "1":
     jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``streamrl.Agent`` (:class:`streamrl.online.Agent`), imported when first used."""
+    if name == "Agent":
+        from streamrl.online import Agent
+
+        return Agent
+    raise AttributeError(f"module 'streamrl' has no attribute {name!r}")

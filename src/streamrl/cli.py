@@ -23,8 +23,9 @@ from typing import Literal
 
 import tyro
 
-from streamrl.config import TrainConfig
+from streamrl.config import TrainConfig, flag_name
 from streamrl.errors import NonFiniteError, StreamRLError, WriteError
+from streamrl.predict import PredictConfig, run_cli as _predict
 
 __all__ = ["main", "PlotConfig", "EnvsConfig", "EvalConfig", "ReportConfig"]
 
@@ -56,6 +57,8 @@ class EvalConfig:
     """Record the first episode of the first evaluated agent."""
     video_file: Path | None = None
     """Video path, .mp4 or .gif (default: <run dir>/videos/eval_agent<i>.mp4)."""
+    video_frames: int = 5000
+    """The video stops after this many frames (a longer episode is cut, and the output says so)."""
     env: str | None = None
     """Evaluate on another id with the same spaces (e.g. the Gymnasium twin of an envpool: task)."""
     allow_env_import: bool = False
@@ -83,9 +86,13 @@ class ReportConfig:
 
 @dataclasses.dataclass
 class EnvsConfig:
-    """List the environment ids streamrl can train on (optionally filtered by a substring)."""
+    """List the environment ids streamrl can train on, grouped by family, with the pip
+    extra each family needs (optionally filtered by a substring of the id)."""
 
     filter: tyro.conf.Positional[str] = ""
+    """Show only ids containing this text (case-insensitive); `brax:` lists brax's ids."""
+    all: bool = False
+    """Print every registered id, one per line, ungrouped, including those streamrl cannot train on."""
 
 
 def _train(cfg: TrainConfig) -> int:
@@ -113,8 +120,15 @@ def _summary_lines(summary: dict, path: Path) -> str:
         f"compile {summary.get('compile_s') or 0:.1f} s), {summary['episodes']:,} episodes",
         "mean return, last 10% of episodes: " + ("–" if score is None else f"{score:,.2f}"),
     ]
+    if summary.get("eval_step") is not None:
+        lines.append(
+            f"evaluation at step {summary['eval_step']:,} (evaluation policy, frozen normalisers): "
+            f"mean return {summary['eval_mean_return']:,.2f} (evaluations.csv)"
+        )
     for group in summary.get("groups", []):
-        setting = ", ".join(f"{k}={v:g}" for k, v in group.items() if k not in ("seeds", "mean_return_last10pct"))
+        setting = ", ".join(
+            f"{flag_name(k)[2:]}={v:g}" for k, v in group.items() if k not in ("seeds", "mean_return_last10pct")
+        )
         g = group["mean_return_last10pct"]
         lines.append(f"  {setting}: {'–' if g is None else f'{g:,.2f}'} over {len(group['seeds'])} seeds")
     lines.append(f"run directory: {path} (summary.json, episodes.csv, config.json, checkpoints/)")
@@ -140,6 +154,7 @@ def _eval(cfg: EvalConfig) -> int:
     out = evaluate(
         cfg.run_dir, episodes=cfg.episodes, agents=cfg.agents, video=cfg.video or cfg.video_file is not None,
         video_file=cfg.video_file, env_id=cfg.env, allow_env_import=cfg.allow_env_import,
+        max_video_frames=cfg.video_frames,
     )
     for r in out["agents"]:
         hns = f", human-normalised {r['human_normalized']:.3f}" if "human_normalized" in r else ""
@@ -150,7 +165,12 @@ def _eval(cfg: EvalConfig) -> int:
     if len(out["agents"]) > 1:
         print(f"mean over agents: {out['mean_return']:,.2f}")
     if out["video"]:
-        print(f"video: {out['video']}")
+        frames = out["video_frames"]
+        cut = (
+            f" (cut at {frames['frames']:,} of the episode's {frames['episode_frames']:,} frames; raise --video-frames)"
+            if frames["cut"] else ""
+        )
+        print(f"video: {out['video']}{cut}")
     print(f"results: {cfg.run_dir / 'eval.json'}")
     return 0
 
@@ -162,53 +182,163 @@ def _report(cfg: ReportConfig) -> int:
     if cfg.reps < 1:
         raise ConfigError(f"--reps must be >= 1, got {cfg.reps}")
 
-    report(cfg.run_dirs, cfg.out, normalize=cfg.normalize, reps=cfg.reps, seed=cfg.seed)
+    result = report(cfg.run_dirs, cfg.out, normalize=cfg.normalize, reps=cfg.reps, seed=cfg.seed)
     print((cfg.out / "report.md").read_text(), end="")
-    print(f"\nwritten: {cfg.out}/ (report.md, report.json, aggregate.png, profiles.png)")
+    print(f"\nwritten: {cfg.out}/ ({', '.join(['report.md', 'report.json', *result['figures']])})")
     return 0
 
 
 def _envs(cfg: EnvsConfig) -> int:
-    """Print the ids streamrl can train on: Gymnasium's registry, and the gymnax, brax and
-    EnvPool ids when those extras are installed."""
-    import importlib.util
+    """Print the ids streamrl can train on, grouped by family: a table of families (ids,
+    source, pip extra, installed) then each family's ids. Ids it cannot train on are left
+    out without making any environment (:func:`streamrl.families.registered_ids`); brax
+    (slow to import) is asked only without a filter or with one that matches ``brax:``."""
+    from streamrl import families
 
-    import gymnasium as gym
+    lines: list[str] = []
+    emit = lines.append
 
-    from streamrl.envs.gym import register_optional_families
-    from streamrl.families import SOURCES
+    def write() -> int:
+        """Print the lines; a reader that stops early (`streamrl envs | head`) is not an error."""
+        try:
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            import os
 
-    register_optional_families()  # MinAtar, ALE and dm_control ids, where installed
-    ids = list(gym.registry)
-    if importlib.util.find_spec("gymnax"):
-        import gymnax
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
 
-        ids += [SOURCES["gymnax"].prefix + name for name in gymnax.registered_envs]
-    # brax takes ~20 s to import: only when asked for.
-    prefix = SOURCES["brax"].prefix
-    if importlib.util.find_spec("brax") and (not cfg.filter or cfg.filter.lower() in prefix):
-        from brax import envs as brax_envs
+    wanted = cfg.filter.lower()
+    sources = [s for s in families.SOURCES if s != "brax" or not wanted or wanted in families.SOURCES[s].prefix]
+    rows = families.registered_ids(sources)
+    if cfg.all:
+        for env_id in sorted(env_id for _, _, env_id, _ in rows if wanted in env_id.lower()):
+            emit(env_id)
+        return write()
+    listed = [(f, s, env_id) for f, s, env_id, ok in rows if ok and wanted in env_id.lower()]
+    hidden = sum(1 for _, _, env_id, ok in rows if not ok and wanted in env_id.lower())
+    groups: dict[tuple[str, str], list[str]] = {}
+    for family, source, env_id in listed:
+        groups.setdefault((family.name, source), []).append(env_id)
+    table = []  # (family title, source, ids, extra, installed)
+    for family in families.FAMILIES.values():
+        for source in families.SOURCES:
+            extra = families.extra_for(family, source)
+            n = len(groups.get((family.name, source), []))
+            if n:
+                table.append((family.title, source, str(n), extra or "-", "yes"))
+            elif source == "gymnasium" and not wanted and extra and not families.extra_installed(extra):
+                table.append((family.title, source, "0", extra, f"no: pip install '{extra}'"))
+    for source, spec in families.SOURCES.items():
+        extra = families.extra_for(families.FAMILIES["other"], source)
+        if extra is None:
+            continue
+        if not families.extra_installed(extra):
+            table.append((f"{source} ids", source, "0", extra, f"no: pip install '{extra}'"))
+        elif source not in sources:
+            table.append((f"{source} ids", source, "?", extra, f"yes (slow to import: `streamrl envs {spec.prefix}` lists them)"))
+    what = f"containing {cfg.filter!r} " if cfg.filter else ""
+    emit(f"{len(listed):,} environment ids {what}streamrl can train on, by family.")
+    emit(f"{hidden:,} registered ids it cannot train on are left out; `streamrl envs --all` lists every registered id.")
+    head = ("family", "source", "ids", "pip extra", "installed")
+    widths = [max(len(r[k]) for r in [head, *table]) for k in range(4)]
+    emit("")
+    for r in [head, *table]:
+        emit(f"  {r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:<{widths[3]}}  {r[4]}")
+    for family in families.FAMILIES.values():
+        ids = sorted(i for (name, _), group in groups.items() if name == family.name for i in group)
+        if ids:
+            emit("")
+            emit(f"{family.title} ({len(ids):,} id{'s' * (len(ids) != 1)})")
+            for env_id in ids:
+                emit(f"  {env_id}")
+    return write()
 
-        ids += [prefix + name for name in brax_envs._envs]
-    if importlib.util.find_spec("envpool"):
-        import envpool
 
-        ids += [SOURCES["envpool"].prefix + name for name in envpool.list_all_envs()]
-    for env_id in sorted(ids):
-        if cfg.filter.lower() in env_id.lower():
-            print(env_id)
-    return 0
+def _expand_config_file(args: list[str]) -> tuple[list[str], Path | None]:
+    """``streamrl train --config FILE [flags]``: the file's options put before the command
+    line's flags (so those win), and the file. Other commands are returned unchanged."""
+    from streamrl.agents import ALGORITHMS
+    from streamrl.config import config_file_args
+
+    if not args or args[0] != "train":
+        return args, None
+    rest, path = [], None
+    i = 1
+    while i < len(args):
+        if args[i] == "--config" and i + 1 < len(args):
+            path, i = Path(args[i + 1]), i + 2
+        elif args[i].startswith("--config="):
+            path, i = Path(args[i].split("=", 1)[1]), i + 1
+        else:
+            rest.append(args[i])
+            i += 1
+    if path is None or "-h" in rest or "--help" in rest:
+        return args, None
+    from_file = config_file_args(path)
+    if from_file and from_file[0] in ALGORITHMS and any(a in ALGORITHMS for a in rest):
+        from_file = from_file[1:]  # the command line names the algorithm
+    return ["train", *from_file, *rest], path
+
+
+COMPILATION_CACHE_ENV = "STREAMRL_COMPILATION_CACHE"
+
+
+def _use_compilation_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache for this process, so that a second run of
+    the same program (same algorithm, network, fleet size and environment) loads the
+    compiled step instead of compiling it again (see docs/benchmarks.md, "Start-up").
+    The directory is ``$STREAMRL_COMPILATION_CACHE``, else
+    ``$XDG_CACHE_HOME/streamrl/jax`` (``~/.cache/streamrl/jax``); ``STREAMRL_COMPILATION_CACHE=off``
+    turns it off, and a ``JAX_COMPILATION_CACHE_DIR`` the user set is left to JAX. Returns
+    the directory used, or None."""
+    import os
+
+    choice = os.environ.get(COMPILATION_CACHE_ENV, "")
+    if choice.lower() in ("off", "0", "none", "false") or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return None
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    path = Path(choice) if choice else base / "streamrl" / "jax"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # a read-only home: compile as before
+    import warnings
+
+    import jax
+
+    # A cache entry that cannot be written (a full disk) only costs the next run a compile.
+    warnings.filterwarnings("ignore", message="Error writing persistent compilation cache entry")
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``streamrl`` and ``python -m streamrl``; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] in (["--version"], ["-V"]):
+        from streamrl import __version__
+
+        print(f"streamrl {__version__}")
+        return 0
+    try:
+        args, config_file = _expand_config_file(args)
+    except StreamRLError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     cmd = tyro.extras.subcommand_cli_from_dict(
-        {"train": TrainConfig, "eval": EvalConfig, "plot": PlotConfig, "report": ReportConfig, "envs": EnvsConfig},
+        {"train": TrainConfig, "eval": EvalConfig, "plot": PlotConfig, "report": ReportConfig, "envs": EnvsConfig, "predict": PredictConfig},
         prog="streamrl",
-        args=sys.argv[1:] if argv is None else argv,
-        description="streamrl: streaming deep reinforcement learning (stream-x) in JAX",
+        args=args,
+        description="streamrl: streaming deep reinforcement learning (stream-x) in JAX (streamrl --version)",
     )
-    handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, ReportConfig: _report, EnvsConfig: _envs}[type(cmd)]
+    if config_file is not None:
+        cmd = dataclasses.replace(cmd, config=config_file)
+    handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, ReportConfig: _report, EnvsConfig: _envs, PredictConfig: _predict}[type(cmd)]
+    if handler in (_train, _eval):
+        _use_compilation_cache()
     try:
         return handler(cmd)
     except (NonFiniteError, WriteError) as exc:  # a run that started and failed

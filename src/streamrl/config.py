@@ -24,7 +24,7 @@ from streamrl.types import EnvSpec
 
 __all__ = [
     "TrainConfig", "Member", "Resolved", "resolve", "check_options", "validate_hparams", "config_from_json", "load_run_config",
-    "SWEEPABLE", "RESUME_FLAGS",
+    "SWEEPABLE", "RESUME_FLAGS", "config_file_args",
 ]
 
 Algo = Literal[tuple(ALGORITHMS)]  # type: ignore[valid-type]  (the CLI's choices: the registry's names)
@@ -95,7 +95,8 @@ class TrainConfig:
     comma-separated list (--lambda 0.0,0.8,0.95 --kappa 1,2): the fleet is the grid of all
     lists × seeds, trained together as one vmapped fleet."""
     run_dir: Path | None = None
-    """Run directory (default: runs/<env>_<algo>_s<seed>_<time>)."""
+    """Run directory (default: runs/<env>_<algo>_s<seed>_<time>; a fleet of seeds
+    _s<first>-<last>_, and each swept flag with its values: _lambda0,0.8_)."""
 
     lr: Values = (1.0,)
     """ObGD step size."""
@@ -164,6 +165,22 @@ class TrainConfig:
     tensorboard: bool = True
     """Write TensorBoard scalars per agent to <run dir>/tb (episodic return and length,
     |δ| statistics, ObGD step size, overshooting rate, SPS)."""
+    wandb: bool = False
+    """Also log the TensorBoard scalars to Weights & Biases (pip install 'streamrl[wandb]');
+    WANDB_MODE=offline works without network (`wandb sync <run dir>/wandb/...` later)."""
+    wandb_project: str = "streamrl"
+    """W&B project of --wandb."""
+    eval_every: int = 0
+    """Every this many steps (and at the end), evaluate each agent: --eval-episodes episodes
+    with its evaluation policy (greedy; AC: most probable action or mean), normalisers
+    frozen, nothing learned, on environment seeds it does not train on; recorded in
+    <run dir>/evaluations.csv and TensorBoard. Learning is unchanged. 0: off."""
+    eval_episodes: int = 5
+    """Episodes per agent of each --eval-every evaluation."""
+    config: Path | None = None
+    """Options from a TOML or YAML file (keys are the flag names: `lambda = [0.0, 0.8]`,
+    `total-steps = 100000`), or a run's config.json to re-run it in a new run directory;
+    flags given after it win."""
 
 
 def config_from_json(options: dict) -> TrainConfig:
@@ -296,11 +313,15 @@ def check_options(cfg: TrainConfig) -> None:
         ("--total-steps", cfg.total_steps, "> 0"),
         ("--max-episode-steps", cfg.max_episode_steps, "> 0"),
         ("--num-seeds", cfg.num_seeds, ">= 1"),
+        ("--eval-every", cfg.eval_every, ">= 0"),
+        ("--eval-episodes", cfg.eval_episodes, ">= 1"),
         ("--chunk-steps", cfg.chunk_steps, "> 0"),
         ("--checkpoint-every", cfg.checkpoint_every, ">= 0 (0: only at the end)"),
     ):
         if value is not None and value < (0 if bound.startswith(">= 0") else 1):
             raise ConfigError(f"{flag} must be {bound}, got {value}")
+    if cfg.eval_every and not ALGORITHMS[cfg.algo].has_policy:
+        raise ConfigError(f"--eval-every: {cfg.algo} learns the value of a fixed random policy and has no policy to evaluate")
     if cfg.hidden is not None and (not cfg.hidden or any(h <= 0 for h in cfg.hidden)):
         raise ConfigError(f"--hidden must list positive layer widths, got {tuple(cfg.hidden)}")
     if cfg.resume is None and cfg.run_dir is not None and str(cfg.run_dir).strip() in ("", "."):
@@ -382,3 +403,125 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     return Resolved(agent, tuple(members), swept, int(total_steps))
+
+
+CONFIG_FILE_SUFFIXES = (".toml", ".yaml", ".yml", ".json")
+_NOT_FROM_FILES = ("run_dir", "resume", "schedule_steps", "config", "allow_env_import")
+"""Options a config file does not set: where to write and what to resume are the command
+line's; so is permission to import code (a config file is not trusted to run code)."""
+
+
+def _read_config_file(path: Path) -> dict:
+    """The mapping a TOML, YAML or JSON file holds (a run's ``config.json``: its recorded
+    ``options``, without where it was written)."""
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_FILE_SUFFIXES:
+        raise ConfigError(f"--config {path}: use a .toml, .yaml or .json file (a run's config.json re-runs that run)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path}: not UTF-8 text") from None
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            import json
+
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001  (each parser has its own error class)
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(f"--config {path}: not valid {suffix[1:].upper()} ({type(exc).__name__}: {first[:120]})") from None
+    if suffix == ".json" and isinstance(data, dict) and isinstance(data.get("options"), dict):
+        # a run's config.json: its options, not where it was written or how it was watched
+        data = {k: v for k, v in data["options"].items() if k not in (*_NOT_FROM_FILES, "progress")}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a table of options (flag = value), got {type(data).__name__}")
+    return data
+
+
+def config_file_args(path: Path) -> list[str]:
+    """The ``streamrl train`` arguments that the config file ``path`` means: a TOML or YAML
+    table of options named as the flags (``lambda = [0.0, 0.8]``, ``total-steps = 100000``;
+    ``total_steps`` also works), or a run's ``config.json`` (re-runs that run's options in a
+    new run directory). A list is a comma-separated flag value (a sweep axis); ``true`` /
+    ``false`` are ``--flag`` / ``--no-flag``; ``algo`` is the positional algorithm. Flags
+    given on the command line after ``--config`` win over the file's.
+
+    Raises:
+      ConfigError: an unreadable or invalid file, an unknown option (with close matches),
+        an option a file may not set (run-dir, resume, allow-env-import), or a value the
+        flag would refuse — one line naming the file and the option.
+    """
+    import difflib
+
+    path = Path(path)
+    data = _read_config_file(path)
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    by_flag = {flag_name(name)[2:]: name for name in fields}
+    args: list[str] = []
+    for key, value in data.items():
+        name = key if key in fields else by_flag.get(str(key).replace("_", "-"))
+        if name is None or name in _NOT_FROM_FILES:
+            if name in _NOT_FROM_FILES:
+                if value is None or (name == "allow_env_import" and value is False):
+                    continue
+                raise ConfigError(f"--config {path}: {key} cannot come from a file; give {flag_name(name)} on the command line")
+            close = difflib.get_close_matches(str(key).replace("_", "-"), list(by_flag), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; see streamrl train --help"
+            raise ConfigError(f"--config {path}: unknown option {key!r}{hint}")
+        if value is None:
+            continue
+        if name == "algo":
+            args.insert(0, str(value))  # the positional first
+        else:
+            args += _file_value_args(name, fields[name].type, value)
+    _check_file_args(path, args)
+    return args
+
+
+def _file_value_args(name: str, kind: str, value) -> list[str]:
+    flag = flag_name(name)
+    if kind == "bool" or isinstance(value, bool):
+        return [flag if value else "--no-" + flag[2:]]
+    if isinstance(value, (list, tuple)):
+        if "Values" in str(kind):
+            return [flag, ",".join(str(v) for v in value)]
+        return [flag, *(str(v) for v in value)]
+    return [flag, str(value)]
+
+
+def _check_file_args(path: Path, args: list[str]) -> None:
+    """Parse the file's arguments as the command line would; a value the flag refuses is one
+    line naming the option (tyro's own message is a multi-line box)."""
+    import contextlib
+    import io
+
+    def refused(argv: list[str]) -> str | None:
+        err = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                tyro.cli(TrainConfig, args=argv, console_outputs=False)
+        except SystemExit:
+            return err.getvalue() or "invalid"
+        return None
+
+    if refused(args) is None:
+        return
+    i = 0
+    while i < len(args):  # find the option: parse each on its own
+        j = i + 1
+        while j < len(args) and not args[j].startswith("--"):
+            j += 1
+        if refused(args[i:j]) is not None:
+            option = args[i][2:] if args[i].startswith("--") else "algo"
+            raise ConfigError(f"--config {path}: invalid value for {option}: {' '.join(args[i + 1:j] or args[i:j])}")
+        i = j
+    raise ConfigError(f"--config {path}: its options do not parse together: {' '.join(args)}")

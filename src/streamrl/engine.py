@@ -273,17 +273,42 @@ class HostStepper:
         t0 = time.perf_counter()
         obs = jnp.asarray(obs, jnp.float32)
         if state is None:
-            state = jax.jit(fleet(self.agent.init, self.n))(self._keys, obs, self.hparams)
+            state = self._lifecycle("init")(self._keys, obs, self.hparams)
         else:
-            state = jax.jit(fleet(self.agent.restart, self.n))(state, obs, self.hparams)
+            state = self._lifecycle("restart")(state, obs, self.hparams)
         if self.n == 1:
             state = jax.tree_util.tree_map(lambda x: x[0], state)
-        step = self._build(state)
-        self._buf = jax.jit(self._codec.pack)(state)
-        self._ts = np.zeros((self.n, self.layout.size), np.float32)
-        self._step_fn, self._check_fn = (step[d].lower(self._buf, self._ts, self._hp_mat).compile() for d in (False, True))
+        if self._step_fn is None:
+            self._compile_step(state)
+        self._buf = self._pack(state)
         self.compile_s = time.perf_counter() - t0
         return np.asarray(state.action).reshape(self.n, *np.shape(state.action)[self.n > 1 :])
+
+    def compile(self, obs: np.ndarray) -> None:
+        """Compile the init, the restart and the step for observations shaped like ``obs``
+        [N, *obs_shape] ahead of :meth:`start` (which then reuses them): an online agent
+        compiles when it is made, not at its first step. Nothing is kept of ``obs``."""
+        obs = jnp.asarray(obs, jnp.float32)
+        state = self._lifecycle("init")(self._keys, obs, self.hparams)
+        self._lifecycle("restart")(state, obs, self.hparams)
+        if self.n == 1:
+            state = jax.tree_util.tree_map(lambda x: x[0], state)
+        if self._step_fn is None:
+            self._compile_step(state)
+
+    def _lifecycle(self, name: str) -> Callable:
+        """The jitted fleet ``agent.init`` or ``agent.restart`` (made once)."""
+        fns = self.__dict__.setdefault("_lifecycle_fns", {})
+        if name not in fns:
+            fns[name] = jax.jit(fleet(getattr(self.agent, name), self.n))
+        return fns[name]
+
+    def _compile_step(self, state: AgentState) -> None:
+        step = self._build(state)
+        self._pack = jax.jit(self._codec.pack)
+        buf = self._pack(state)
+        self._ts = np.zeros((self.n, self.layout.size), np.float32)
+        self._step_fn, self._check_fn = (step[d].lower(buf, self._ts, self._hp_mat).compile() for d in (False, True))
 
     def step(self, batch: HostBatch, diagnose: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Learn from one transition per agent; returns (next actions, diverged [N] bool).

@@ -26,7 +26,7 @@ from streamrl.agents import ALGORITHMS
 from streamrl.config import load_run_config, resolve
 from streamrl.errors import ConfigError, MissingExtraError, StreamRLError
 
-__all__ = ["evaluate", "write_video", "EVAL_SEED_OFFSET", "EVAL_EPISODE_CAP"]
+__all__ = ["evaluate", "Evaluator", "write_video", "EVAL_SEED_OFFSET", "EVAL_EPISODE_CAP"]
 
 EVAL_SEED_OFFSET = 1_000_003
 """Evaluation environments use seed ``agent seed + EVAL_SEED_OFFSET``: episodes the agent
@@ -185,11 +185,12 @@ def evaluate(
         ``envpool:`` task); default: the run's.
       seed_offset: environment seed = agent seed + ``seed_offset``.
       max_video_frames: the video stops after this many frames (a long episode of
-        CartPole at the 10,000-step cap would make a 5-minute video).
+        CartPole at the 10,000-step cap would make a 5-minute video); ``eval.json``'s
+        ``video_frames`` says whether it cut the episode (``--video-frames``).
       allow_env_import: let a recorded ``module:Env-v0`` id import its module.
 
     Raises:
-      ConfigError: not a run directory, bad arguments, or an algorithm without a policy
+      ConfigError: not a run directory, bad arguments (``episodes`` or ``max_video_frames`` < 1), or an algorithm without a policy
         (Stream TD(λ)).
       CheckpointError: no final state, or a corrupt or mismatched one.
       MissingExtraError: video writing or rendering needs an extra.
@@ -200,6 +201,13 @@ def evaluate(
     import os
 
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")  # pygame (classic-control rendering) needs no sound card
+    if video and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # Headless: pygame would look for a display (the "XDG_RUNTIME_DIR is invalid" line) and
+        # MuJoCo would try GLFW; render off-screen instead (a user's own setting wins).
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        os.environ.setdefault("MUJOCO_GL", "egl")
+    if max_video_frames < 1:
+        raise ConfigError(f"--video-frames must be >= 1, got {max_video_frames}")
     from streamrl.results import check_no_links
 
     run_dir = Path(run_dir)
@@ -221,46 +229,15 @@ def evaluate(
     agent = ALGORITHMS[cfg.algo](resolved.agent)
     hparams = stack_hparams(members)
     states, meta = checkpoint.restore_fleet(run_dir, cfg, resolved, agent)
-
-    @jax.jit
-    def policy(state, hp, raw_obs, prev_x, episode_step, new_episode):
-        x = agent.frozen_observation(state.norm, prev_x, raw_obs, episode_step, new_episode, hp)
-        return agent.greedy_action(state.params, x), x
-
-    results = []
-    video_path = None
+    evaluator = Evaluator(agent, resolved, spec, make, seed_offset)
+    results, video_path, video_note = [], None, None
     for n, i in enumerate(agents):
-        state_i = jax.tree_util.tree_map(lambda x: x[i], states)
-        hp_i = jax.tree_util.tree_map(lambda x: x[i], hparams)
         record = video and n == 0
-        env = make(members[i].seed + seed_offset, record)
-        frames = []
-        try:
-            raw = env.reset()
-            if record:
-                frames.append(_render(env, spec))
-            x = jnp.zeros(resolved.agent.net_input_shape, jnp.float32)
-            episode_step, new_episode, done_episodes = 0, True, []
-            cap = None if spec.time_limit else EVAL_EPISODE_CAP
-            total, length = 0.0, 0
-            while len(done_episodes) < episodes:
-                action, x = policy(state_i, hp_i, jnp.asarray(raw), x, jnp.int32(episode_step), jnp.bool_(new_episode))
-                ts, episode = env.step(np.asarray(action))
-                raw, total, length = ts.obs, total + float(ts.reward), length + 1
-                new_episode = bool(ts.new_episode)
-                episode_step = 0 if new_episode else episode_step + 1
-                if record and not done_episodes and len(frames) < max_video_frames:
-                    frames.append(_render(env, spec))
-                if episode is not None:
-                    done_episodes.append({"episodic_return": float(episode[0]), "length": int(episode[1])})
-                    total, length = 0.0, 0
-                elif cap is not None and length >= cap:
-                    done_episodes.append({"episodic_return": float(total), "length": length, "cut": True})
-                    raw, total, length, episode_step, new_episode = env.reset(), 0.0, 0, 0, True
-            if record:
-                video_path = write_video(video_file or _default_video_path(run_dir, i), frames, _fps(env, spec.family))
-        finally:
-            env.close()
+        done_episodes, frames = evaluator.episodes(states, hparams, i, episodes, max_video_frames if record else 0)
+        if record:
+            video_path = write_video(video_file or _default_video_path(run_dir, i), frames, evaluator.fps)
+            first = done_episodes[0]["length"] + 1  # frames of the first episode: its reset and each step
+            video_note = {"frames": len(frames), "episode_frames": first, "cut": len(frames) < first}
         returns = [e["episodic_return"] for e in done_episodes]
         results.append({
             "agent": i,
@@ -279,6 +256,7 @@ def evaluate(
         "mean_return": float(np.mean([r["mean_return"] for r in results])),
         "agents": results,
         "video": None if video_path is None else str(video_path),
+        **({"video_frames": video_note} if video_note else {}),
     }
     game = families.human_game(spec.env_id)
     if game is not None:
@@ -289,6 +267,81 @@ def evaluate(
             r["human_normalized"] = human_normalized(game, r["mean_return"])
     (run_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n")
     return out
+
+
+class Evaluator:
+    """Evaluation episodes of a fleet's agents: each agent acts with its evaluation policy
+    (greedy for Q and SARSA, most probable action or mean for AC; ``greedy_action``), its
+    observation normaliser frozen (``frozen_observation``), nothing learned, on environment
+    seed ``agent seed + seed_offset``. Used by ``streamrl eval`` and by ``streamrl train
+    --eval-every`` (the fleet state is read, never changed: learning is the same with and
+    without evaluations). One jitted policy call per environment step.
+
+    Args:
+      agent: the fleet's agent (a :class:`~streamrl.agents.StreamAgent`).
+      resolved: the run's :class:`~streamrl.config.Resolved`.
+      spec, make: the environment factory of :func:`_env_factory`.
+    """
+
+    def __init__(self, agent, resolved, spec, make, seed_offset: int = EVAL_SEED_OFFSET):
+        self.agent, self.resolved, self.spec, self._make = agent, resolved, spec, make
+        self.seed_offset = seed_offset
+        self.fps = None
+
+        @jax.jit
+        def policy(state, hp, raw_obs, prev_x, episode_step, new_episode):
+            x = agent.frozen_observation(state.norm, prev_x, raw_obs, episode_step, new_episode, hp)
+            return agent.greedy_action(state.params, x), x
+
+        self._policy = policy
+
+    @classmethod
+    def for_run(cls, agent, resolved, env_id: str, max_episode_steps: int | None, life_loss: str) -> "Evaluator":
+        """The evaluator of a training run on ``env_id`` (an ``envpool:`` task is evaluated
+        on its Gymnasium twin)."""
+        from streamrl import families
+
+        if families.source_of(env_id) == "envpool":
+            env_id = env_id.split(":", 1)[1]
+        spec, make = _env_factory(env_id, max_episode_steps, life_loss)
+        return cls(agent, resolved, spec, make)
+
+    def episodes(self, states, hparams, i: int, episodes: int, video_frames: int = 0) -> tuple[list[dict], list]:
+        """``episodes`` evaluation episodes of agent ``i`` of the fleet ``states`` (leaves
+        [N, ...]) with hyper-parameters ``hparams`` (leaves [N]): a list of
+        ``{"episodic_return", "length"}`` (``"cut": true`` when :data:`EVAL_EPISODE_CAP`
+        ended it), and up to ``video_frames`` rendered frames of the first episode."""
+        state_i = jax.tree_util.tree_map(lambda x: x[i], states)
+        hp_i = jax.tree_util.tree_map(lambda x: x[i], hparams)
+        record = video_frames > 0
+        env = self._make(self.resolved.members[i].seed + self.seed_offset, record)
+        frames = []
+        try:
+            raw = env.reset()
+            if record:
+                frames.append(_render(env, self.spec))
+                self.fps = _fps(env, self.spec.family)
+            x = jnp.zeros(self.resolved.agent.net_input_shape, jnp.float32)
+            episode_step, new_episode, done_episodes = 0, True, []
+            cap = None if self.spec.time_limit else EVAL_EPISODE_CAP
+            total, length = 0.0, 0
+            while len(done_episodes) < episodes:
+                action, x = self._policy(state_i, hp_i, jnp.asarray(raw), x, jnp.int32(episode_step), jnp.bool_(new_episode))
+                ts, episode = env.step(np.asarray(action))
+                raw, total, length = ts.obs, total + float(ts.reward), length + 1
+                new_episode = bool(ts.new_episode)
+                episode_step = 0 if new_episode else episode_step + 1
+                if record and not done_episodes and len(frames) < video_frames:
+                    frames.append(_render(env, self.spec))
+                if episode is not None:
+                    done_episodes.append({"episodic_return": float(episode[0]), "length": int(episode[1])})
+                    total, length = 0.0, 0
+                elif cap is not None and length >= cap:
+                    done_episodes.append({"episodic_return": float(total), "length": length, "cut": True})
+                    raw, total, length, episode_step, new_episode = env.reset(), 0.0, 0, 0, True
+        finally:
+            env.close()
+        return done_episodes, frames
 
 
 def _render(env, spec) -> np.ndarray:

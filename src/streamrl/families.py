@@ -21,7 +21,8 @@ from typing import Callable, Literal
 
 __all__ = [
     "Family", "FAMILIES", "SOURCES", "Source", "get", "of_id", "source_of", "human_game", "imported_module",
-    "check_recorded_id", "PAPER_EPISODE_CAP",
+    "check_recorded_id", "PAPER_EPISODE_CAP", "EXTRA_MODULES", "Unlisted", "UNLISTED", "extra_for", "extra_installed",
+    "unlisted_reason", "trainable_ids", "registered_ids",
 ]
 
 PAPER_EPISODE_CAP = 10_000
@@ -301,3 +302,251 @@ def human_game(env_id: str) -> str | None:
     from streamrl.envs.atari_scores import game_of
 
     return game_of(env_id)
+
+
+# ---------------------------------------------------------------------------------------
+# What `streamrl envs` lists: which pip extra each family needs, and which registered ids
+# streamrl cannot train on, decided without making any environment.
+
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "streamrl[mujoco]": ("mujoco",),
+    "streamrl[gymnax]": ("gymnax", "six"),
+    "streamrl[brax]": ("brax", "mujoco"),
+    "streamrl[envpool]": ("envpool",),
+    "streamrl[minatar]": ("minatar",),
+    "streamrl[atari]": ("ale_py", "cv2"),
+    "streamrl[dmc]": ("shimmy", "dm_control", "mujoco"),
+    "gymnasium[box2d]": ("Box2D",),
+}
+"""pip extra → the top-level modules it installs (the extras of pyproject.toml, plus
+Gymnasium's own box2d extra): an extra is installed when all of them can be found."""
+
+
+def extra_for(family: Family, source: str) -> str | None:
+    """The pip extra that ids of ``family`` from ``source`` need (None: none beyond
+    streamrl itself): a Gymnasium id needs its family's extra, a prefixed id its source's
+    (``gymnax:CartPole-v1`` needs ``streamrl[gymnax]`` although classic control needs none)."""
+    if source == "gymnasium":
+        return family.extra
+    extra = SOURCES[source].extra
+    return None if extra is None else f"streamrl[{extra}]"
+
+
+def extra_installed(extra: str | None) -> bool:
+    """Whether the modules of pip extra ``extra`` can be imported (found, not imported)."""
+    import importlib.util
+
+    return extra is None or all(importlib.util.find_spec(m) is not None for m in EXTRA_MODULES.get(extra, ()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Unlisted:
+    """Registered ids streamrl cannot train on, known without making them.
+
+    Attributes:
+      source: the source of the ids (``gymnasium``, ``gymnax``, ``envpool``, ``brax``).
+      reason: why, for people.
+      pattern: regular expression of the task names (after the prefix; Gymnasium: the whole
+        id) it covers; None: any.
+      family: only ids of this family (``toy_text``); None: any.
+      module: EnvPool only: only tasks that EnvPool registers from this module.
+    """
+
+    source: str
+    reason: str
+    pattern: str | None = None
+    family: str | None = None
+    module: str | None = None
+
+    def covers(self, source: str, task: str, family: str, module: str | None = None) -> bool:
+        return (
+            source == self.source
+            and (self.pattern is None or re.fullmatch(self.pattern, task) is not None)
+            and (self.family is None or family == self.family)
+            and (self.module is None or module == self.module)
+        )
+
+
+UNLISTED: tuple[Unlisted, ...] = (
+    Unlisted("gymnasium", "Gymnasium's toy-text environments have Discrete or Tuple observations; streamrl needs Box observations",
+             family="toy_text"),
+    Unlisted("gymnasium", "Gymnasium's tabular environments put a state index (and integer actions) in Box spaces: "
+             "tables, not observations a network can use", pattern=r"tabular/.*"),
+    Unlisted("gymnasium", "Gymnasium's Pusher-v4 runs only on MuJoCo < 3, and the mujoco extra installs MuJoCo 3 (use Pusher-v5)",
+             pattern=r"Pusher-v4"),
+    Unlisted("gymnasium", "action 0 of these games is not NOOP, which the Atari preprocessing (no-op starts) needs",
+             pattern=r"(ALE/)?(Backgammon|VideoCheckers)(NoFrameskip|Deterministic)?-v\d+"),
+    Unlisted("gymnasium", "shimmy's wrapper of a dm_control environment object given to it, not a task",
+             pattern=r"dm_control/compatibility-env-v0"),
+    Unlisted("gymnasium", "shimmy's adapters of an environment of the old gym package (named by an env_id argument), not tasks",
+             pattern=r"GymV2[16]Environment-v0"),
+    Unlisted("gymnax", "downloads MNIST when made, and streamrl has no network for its 28×28 observations",
+             pattern=r"MNISTBandit-bsuite"),
+    Unlisted("envpool", "EnvPool's Atari frames come stacked channels-first (4, 84, 84); streamrl's Atari network "
+             "takes (84, 84, 4): use the ALE ids (BreakoutNoFrameskip-v4, ALE/Breakout-v5)", module="envpool.atari"),
+)
+"""Ids every installation registers that streamrl cannot train on, with the reason; the
+other checks of :func:`trainable_ids` (entry points, spaces) need no entry here."""
+
+
+def unlisted_reason(source: str, task: str, family: Family, module: str | None = None) -> str | None:
+    """Why :data:`UNLISTED` leaves an id out, or None."""
+    return next((u.reason for u in UNLISTED if u.covers(source, task, family.name, module)), None)
+
+
+def _network_for(family: Family, obs_shape) -> bool:
+    """Whether a torso fits observations of ``obs_shape`` (as :func:`streamrl.config.resolve` picks it)."""
+    import math
+
+    from streamrl.nets import torso_for_shape
+
+    shape = tuple(int(d) for d in obs_shape)
+    if not shape or math.prod(shape) == 0:
+        return False
+    if family.torso is not None:
+        return True
+    stacked = (*shape[:-1], shape[-1] * family.frame_stack) if family.frame_stack > 1 else shape
+    try:
+        torso_for_shape(stacked)
+    except ValueError:
+        return False
+    return True
+
+
+class _Quiet:
+    """Silence what libraries print or warn while they are imported or asked for their
+    registries (MuJoCo's "Failed to import warp", Gymnasium's deprecation warnings)."""
+
+    def __enter__(self):
+        import contextlib
+        import io
+        import warnings
+
+        self._stack = contextlib.ExitStack()
+        self._stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        self._stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+        self._stack.enter_context(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        return self
+
+    def __exit__(self, *exc):
+        return self._stack.__exit__(*exc)
+
+
+def _gymnasium_ids() -> list[tuple[Family, str, bool]]:
+    """(family, id, trainable) for every id of Gymnasium's registry (optional families
+    registered where installed). Untrainable: an entry point that cannot load (its module
+    or the family's extra is missing, or it only raises, as Gymnasium's mujoco-py v2/v3
+    and gym-compatibility placeholders do) or an :data:`UNLISTED` id."""
+    import importlib
+
+    import gymnasium as gym
+
+    from streamrl.envs.gym import register_optional_families
+
+    register_optional_families()
+    modules: dict[str, object] = {}
+    rows = []
+    for env_id, spec in gym.registry.items():
+        family = of_gymnasium(spec.namespace, str(spec.entry_point))
+        entry = spec.entry_point
+        if callable(entry):
+            loads = not getattr(entry, "__name__", "").startswith("_raise")
+        else:
+            module, _, attr = str(entry).partition(":")
+            if module not in modules:
+                try:
+                    modules[module] = importlib.import_module(module)
+                except Exception:  # ImportError, gymnasium's DependencyNotInstalled, …
+                    modules[module] = None
+            loads = modules[module] is not None and hasattr(modules[module], attr)
+        ok = loads and extra_installed(family.extra) and unlisted_reason("gymnasium", env_id, family) is None
+        rows.append((family, env_id, ok))
+    return rows
+
+
+def _gymnax_ids() -> list[tuple[Family, str, bool]]:
+    """gymnax ids, each checked as the device adapter checks it (Box observations,
+    Discrete or at most 1-D Box actions) plus a network for the observation shape: the
+    spaces come from ``gymnax.make`` (no reset, no step)."""
+    import gymnax
+    from gymnax.environments import spaces
+
+    rows = []
+    for name in gymnax.registered_envs:
+        family = of_task("gymnax", name)
+        ok = unlisted_reason("gymnax", name, family) is None
+        if ok:
+            try:
+                env, params = gymnax.make(name)
+                obs, act = env.observation_space(params), env.action_space(params)
+            except Exception:
+                ok = False
+            else:
+                ok = (
+                    isinstance(obs, spaces.Box)
+                    and (isinstance(act, spaces.Discrete) or (isinstance(act, spaces.Box) and len(act.shape) <= 1))
+                    and _network_for(family, obs.shape)
+                )
+        rows.append((family, SOURCES["gymnax"].prefix + name, ok))
+    return rows
+
+
+def _envpool_ids() -> list[tuple[Family, str, bool]]:
+    """EnvPool ids, each checked from its spec (``envpool.make_spec``: spaces without
+    making an environment) with the Gymnasium adapter's space check and a network for
+    the observation shape."""
+    import envpool
+
+    from streamrl.envs.gym import _check_spaces
+
+    try:
+        from envpool.registration import registry
+
+        modules = {task: entry[0] for task, entry in registry.specs.items()}
+    except (ImportError, AttributeError):
+        modules = {}
+    rows = []
+    for task in envpool.list_all_envs():
+        family = of_task("envpool", task)
+        ok = unlisted_reason("envpool", task, family, modules.get(task)) is None
+        if ok:
+            try:
+                spec = envpool.make_spec(task)
+                _check_spaces(task, spec.observation_space, spec.action_space)
+                ok = _network_for(family, spec.observation_space.shape)
+            except Exception:  # UnsupportedSpaceError, or a task whose spec cannot load (Procgen without Qt)
+                ok = False
+        rows.append((family, SOURCES["envpool"].prefix + task, ok))
+    return rows
+
+
+def _brax_ids() -> list[tuple[Family, str, bool]]:
+    """brax ids: every brax task has vector observations and Box actions in [-1, 1]."""
+    from brax import envs as brax_envs
+
+    return [(of_task("brax", name), SOURCES["brax"].prefix + name, True) for name in sorted(brax_envs._envs)]
+
+
+_LISTERS = {"gymnasium": _gymnasium_ids, "gymnax": _gymnax_ids, "envpool": _envpool_ids, "brax": _brax_ids}
+
+
+def registered_ids(sources=None) -> list[tuple[Family, str, str, bool]]:
+    """(family, source, id, trainable) for every id registered by the installed sources
+    (``sources``: the source names to ask; None: all), in no particular order. Nothing is
+    made: the checks are the cheap ones described by each source's lister and
+    :data:`UNLISTED`. Library output printed meanwhile is silenced."""
+    rows = []
+    with _Quiet():
+        for source, lister in _LISTERS.items():
+            if sources is not None and source not in sources:
+                continue
+            if source != "gymnasium" and not extra_installed(extra_for(FAMILIES["other"], source)):
+                continue
+            rows += [(family, source, env_id, ok) for family, env_id, ok in lister()]
+    return rows
+
+
+def trainable_ids(sources=None) -> list[tuple[Family, str, str]]:
+    """(family, source, id) of the registered ids streamrl can train on (:func:`registered_ids`)."""
+    return [(family, source, env_id) for family, source, env_id, ok in registered_ids(sources) if ok]

@@ -15,7 +15,11 @@ agent i (``<run dir>/tb``), at x = the environment step of the write::
     agent<i>/overshooting_rate   share of checked updates with sign(δ′·δ) = −1
     sps                          environment steps per second of one stream
 
-View with ``tensorboard --logdir <run dir>/tb`` (``pip install tensorboard``).
+    agent<i>/eval_return, eval_return                    --eval-every: mean return of the
+                                                          evaluation episodes (per agent, over agents)
+
+View with ``tensorboard --logdir <run dir>/tb`` (``pip install 'streamrl[tensorboard]'``).
+With ``--wandb`` the same scalars go to Weights & Biases, against ``env_step``.
 """
 
 from __future__ import annotations
@@ -47,13 +51,25 @@ def summarize_diagnostics(diag) -> dict[str, np.ndarray]:
 
 
 class MetricsLog:
-    """TensorBoard event file of a run (``<run dir>/tb``), one tag family per agent."""
+    """Live metrics of a run, one tag family per agent, to TensorBoard (``<run dir>/tb``)
+    and/or Weights & Biases (``--wandb``; the run's options as its config, the run
+    directory's name as its name; ``WANDB_MODE=offline`` writes ``<run dir>/wandb`` without
+    network, ``wandb sync`` uploads it later).
 
-    def __init__(self, run_dir: Path, members):
-        from tensorboardX import SummaryWriter
+    Raises:
+      MissingExtraError: ``wandb=True`` without the ``wandb`` package (``pip install 'streamrl[wandb]'``).
+    """
 
+    def __init__(self, run_dir: Path, members, *, tensorboard: bool = True, wandb: bool = False,
+                 wandb_project: str = "streamrl", config: dict | None = None):
         self.n = len(members)
-        self._writer = SummaryWriter(logdir=str(Path(run_dir) / TENSORBOARD_DIR), flush_secs=30)
+        self._sinks = []
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._sinks.append(_TensorBoard(SummaryWriter(logdir=str(Path(run_dir) / TENSORBOARD_DIR), flush_secs=30)))
+        if wandb:
+            self._sinks.append(_WandB(Path(run_dir), wandb_project, config or {}))
         self._episodes = np.zeros((self.n, 3))  # per agent: count, Σ return, Σ length
 
     def episodes(self, records) -> None:
@@ -65,18 +81,71 @@ class MetricsLog:
     def diagnostics(self, step: int, diag, sps: float | None) -> None:
         """Write the episodes since the last call and the agents' diagnostics summed since
         then, at environment step ``step``."""
+        scalars: dict[str, float] = {}
         for i, (count, total, length) in enumerate(self._episodes):
             if count:
-                self._writer.add_scalar(f"agent{i}/episodic_return", total / count, int(step))
-                self._writer.add_scalar(f"agent{i}/episode_length", length / count, int(step))
-                self._writer.add_scalar(f"agent{i}/episodes", count, int(step))
+                scalars[f"agent{i}/episodic_return"] = total / count
+                scalars[f"agent{i}/episode_length"] = length / count
+                scalars[f"agent{i}/episodes"] = count
         self._episodes[:] = 0.0
         for name, values in summarize_diagnostics(diag).items():
             for i, value in enumerate(values):
                 if np.isfinite(value) and not (name == "policy_step_size" and value == 0):
-                    self._writer.add_scalar(f"agent{i}/{name}", float(value), int(step))
+                    scalars[f"agent{i}/{name}"] = float(value)
         if sps is not None:
-            self._writer.add_scalar("sps", float(sps), int(step))
+            scalars["sps"] = float(sps)
+        self._write(scalars, step)
+
+    def evaluations(self, step: int, results) -> None:
+        """``--eval-every``: ``agent<i>/eval_return`` (mean over the evaluation's episodes)
+        and ``eval_return`` (mean over agents) at ``step``; ``results``: (agent, episodes)."""
+        means = {i: float(np.mean([e["episodic_return"] for e in episodes])) for i, episodes in results}
+        scalars = {f"agent{i}/eval_return": m for i, m in means.items()}
+        scalars["eval_return"] = float(np.mean(list(means.values())))
+        self._write(scalars, step)
+
+    def _write(self, scalars: dict[str, float], step: int) -> None:
+        for sink in self._sinks:
+            sink.write({k: float(v) for k, v in scalars.items()}, int(step))
+
+    def close(self) -> None:
+        for sink in self._sinks:
+            sink.close()
+
+
+class _TensorBoard:
+    def __init__(self, writer):
+        self._writer = writer
+
+    def write(self, scalars: dict[str, float], step: int) -> None:
+        for tag, value in scalars.items():
+            self._writer.add_scalar(tag, value, step)
 
     def close(self) -> None:
         self._writer.close()
+
+
+class _WandB:
+    def __init__(self, run_dir: Path, project: str, config: dict):
+        try:
+            import wandb
+        except ImportError:
+            from streamrl.errors import MissingExtraError
+
+            raise MissingExtraError("--wandb needs Weights & Biases: pip install 'streamrl[wandb]'") from None
+        self._run = wandb.init(project=project, name=run_dir.name, dir=str(run_dir), config=config,
+                               resume="allow", id=_wandb_id(run_dir))
+        self._run.define_metric("*", step_metric="env_step")
+
+    def write(self, scalars: dict[str, float], step: int) -> None:
+        self._run.log({**scalars, "env_step": step})
+
+    def close(self) -> None:
+        self._run.finish()
+
+
+def _wandb_id(run_dir: Path) -> str:
+    """The W&B run id of a run directory: stable, so a ``--resume`` continues the same W&B run."""
+    import hashlib
+
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]

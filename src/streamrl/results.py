@@ -11,7 +11,10 @@ A run directory holds
     the run's status (completed, failed, interrupted).
 
 ``plot_runs`` draws learning curves as the paper does: episodic returns binned by the
-step at which the episode ended, mean over seeds with a 95% Student-t confidence band.
+step at which the episode ended, mean over seeds with a 95% Student-t confidence band; a
+run's curve ends at the last step it reached. Methods are labelled by the CLI flags whose
+values differ between the runs plotted (``Q lambda=0.8``). ``run_name`` names new run
+directories so that single runs, fleets of seeds and sweeps are told apart.
 """
 
 from __future__ import annotations
@@ -33,13 +36,32 @@ import numpy as np
 
 from streamrl.errors import ConfigError, StreamRLError
 
-__all__ = ["RunWriter", "RunLock", "new_run_path", "progress_bar", "load_episodes", "read_episodes", "load_config", "plot_runs", "jsonable", "tail_mean", "EPISODE_COLUMNS"]
+__all__ = ["RunWriter", "RunLock", "new_run_path", "run_name", "member_settings", "method_labels", "run_steps", "run_curve", "learning_curves", "progress_bar", "load_episodes", "read_episodes", "load_config", "plot_runs", "jsonable", "tail_mean", "EPISODE_COLUMNS"]
 
 EPISODE_COLUMNS = ("agent", "seed", "end_step", "episodic_return", "length")
+EVAL_COLUMNS = ("step", "agent", "seed", "episode", "episodic_return", "length")
+EVALUATIONS_FILE = "evaluations.csv"
 _PACKAGES = ("streamrl", "jax", "jaxlib", "flax", "optax", "gymnasium", "numpy", "mujoco")
 _FLUSH_SECONDS = 5.0
-# Hyper-parameter names as the paper writes them (curve legends, report labels).
-SYMBOLS = {"lambda_": "λ", "kappa": "κ", "gamma": "γ", "kappa_policy": "κ_π", "entropy_coef": "c"}
+# Labels of methods (curve legends, report tables) name settings by their CLI flags.
+# HParams fields in the order `streamrl train --help` lists their flags.
+_HPARAM_FIELDS = (
+    "lr", "gamma", "lambda_", "kappa", "kappa_policy", "entropy_coef", "eps_start", "eps_end", "eps_decay_steps",
+    "beta2", "adam_eps", "bootstrap_truncated", "normalize_obs", "scale_reward",
+)
+# Options outside HParams that change what is learned (run-management options are not settings).
+_OPTION_SETTINGS = ("optimizer", "hidden", "torso", "sparsity", "time_feature", "max_episode_steps", "life_loss")
+# Hyper-parameters only some algorithms use: another algorithm's record of them is not a setting.
+_USED_BY = {
+    "kappa_policy": ("ac",), "entropy_coef": ("ac",),
+    "eps_start": ("q", "sarsa"), "eps_end": ("q", "sarsa"), "eps_decay_steps": ("q", "sarsa"),
+}
+# TrainConfig fields that a comma-separated list sweeps (config.SWEEPABLE's keys; not
+# imported from there: plotting and reports do not import JAX).
+_SWEEP_FLAGS = (
+    "lr", "gamma", "lambda_", "kappa", "kappa_policy", "entropy_coef", "eps_start", "eps_end", "exploration_fraction",
+    "beta2", "adam_eps",
+)
 
 
 def tail_mean(returns) -> float | None:
@@ -104,11 +126,43 @@ class RunWriter:
         self._recent: list[float] = []
         self._last_flush = time.monotonic()
         self.episodes_written = 0
+        self.last_evaluation: tuple[int, float] | None = None  # (step, mean return over agents)
+
+    def add_evaluation(self, step: int, results: list[tuple[int, list[dict]]]) -> None:
+        """Append one ``--eval-every`` evaluation at ``step`` to ``evaluations.csv``
+        (columns ``EVAL_COLUMNS``: step, agent, seed, episode, episodic_return, length; one
+        row per episode), written at once; ``results``: (agent index, episodes of
+        :meth:`streamrl.evaluate.Evaluator.episodes`) per agent."""
+        path = self.path / EVALUATIONS_FILE
+        new = not path.exists()
+        with open(path, "a", newline="") as f:
+            out = csv.writer(f)
+            if new:
+                out.writerow(EVAL_COLUMNS)
+            for agent, episodes in results:
+                for k, e in enumerate(episodes):
+                    out.writerow((step, agent, self.members[agent].seed, k, e["episodic_return"], e["length"]))
+        means = [float(np.mean([e["episodic_return"] for e in episodes])) for _, episodes in results]
+        self.last_evaluation = (step, float(np.mean(means)))
+
+    def _drop_evaluations_after(self, step: int) -> None:
+        """A resume from checkpoint ``step``: evaluations recorded after it are dropped."""
+        path = self.path / EVALUATIONS_FILE
+        if not path.exists():
+            return
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        kept = [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= step]
+        tmp = path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([EVAL_COLUMNS, *kept])
+        tmp.replace(path)
 
     @classmethod
-    def create(cls, path: Path, cfg, resolved, spec) -> "RunWriter":
+    def create(cls, path: Path, cfg, resolved, spec, extra: dict | None = None) -> "RunWriter":
         """Write ``config.json`` and an empty ``episodes.csv`` into the new run directory
-        ``path`` (made and locked by :class:`RunLock`)."""
+        ``path`` (made and locked by :class:`RunLock`); ``extra``: more top-level keys of
+        config.json (``streamrl.Agent.save`` records ``online``)."""
         path = Path(path)
         config = {
             "algo": cfg.algo,
@@ -126,6 +180,7 @@ class RunWriter:
             "git_commit": git_commit(),
             "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         }
+        config.update(extra or {})
         (path / "config.json").write_text(json.dumps(jsonable(config), indent=2) + "\n")
         writer = cls(path, resolved.members, resolved.swept, cfg.env)
         with open(path / "episodes.csv", "w", newline="") as f:
@@ -181,6 +236,7 @@ class RunWriter:
             out.writerow(writer.columns)
             out.writerows(kept)
         tmp.replace(path / "episodes.csv")
+        writer._drop_evaluations_after(until_step)
         return writer
 
     @property
@@ -276,6 +332,8 @@ class RunWriter:
                 }
                 for key, idx in groups.items()
             ]
+        if self.last_evaluation is not None:
+            summary["eval_step"], summary["eval_mean_return"] = self.last_evaluation
         if resumed_from:
             summary["resumed_from"] = resumed_from
         if message:
@@ -329,19 +387,53 @@ def progress_bar(total: int, *, enabled: bool = True, console=None, agents: int 
         yield _Bar(progress, task)
 
 
+def flag(field: str) -> str:
+    """The CLI flag (without ``--``) of a TrainConfig or HParams field: ``lambda_`` →
+    ``lambda``, ``kappa_policy`` → ``kappa-policy``."""
+    return "lambda" if field == "lambda_" else field.replace("_", "-")
+
+
+def _num(value) -> str:
+    return f"{float(value):.4g}"
+
+
+_MAX_SWEEP_NAME = 40
+
+
+def run_name(cfg, stamp: str) -> str:
+    """The directory name of a new run: ``<env>_<algo>_s<seed>[-<last seed>][_<sweep>]_<stamp>``.
+
+    One agent: ``CartPole-v1_q_s0_<stamp>``; a fleet of seeds 0..3:
+    ``CartPole-v1_q_s0-3_<stamp>``; a sweep adds each swept flag with its values,
+    ``CartPole-v1_q_s0-3_lambda0,0.8_kappa1,2_<stamp>``, or, when that would be longer than
+    40 characters, only the flags: ``..._sweep-lambda-kappa_<stamp>``. Environment ids
+    with ``/`` or ``:`` (``MinAtar/Breakout-v1``, ``gymnax:CartPole-v1``) get ``-``."""
+    safe_env = cfg.env.replace("/", "-").replace(":", "-")
+    seeds = f"s{cfg.seed}" if cfg.num_seeds <= 1 else f"s{cfg.seed}-{cfg.seed + cfg.num_seeds - 1}"
+    swept = []
+    for field in _SWEEP_FLAGS:
+        values = getattr(cfg, field, None)
+        if values is not None and len(values) > 1:
+            swept.append((flag(field), ",".join(f"{float(v):g}" for v in values)))
+    parts = [safe_env, cfg.algo, seeds]
+    if swept:
+        full = "_".join(name + values for name, values in swept)
+        parts.append(full if len(full) <= _MAX_SWEEP_NAME else "sweep-" + "-".join(name for name, _ in swept))
+    return "_".join(parts + [stamp])
+
+
 def new_run_path(cfg) -> Path:
-    """Where a new run of ``cfg`` goes: ``--run-dir``, or ``runs/<env>_<algo>_s<seed>_<time>``."""
+    """Where a new run of ``cfg`` goes: ``--run-dir``, or ``runs/<name>`` (:func:`run_name`)."""
     if cfg.run_dir is not None:
         return Path(cfg.run_dir)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe_env = cfg.env.replace("/", "-").replace(":", "-")
-    return Path("runs") / f"{safe_env}_{cfg.algo}_s{cfg.seed}_{stamp}"
+    return Path("runs") / run_name(cfg, dt.datetime.now().strftime("%Y%m%d-%H%M%S"))
 
 
 def check_no_links(run_dir: Path) -> None:
     """Refuse a run directory that holds a symbolic link anywhere inside: streamrl writes
     into run directories (records, summaries, eval.json, checkpoints) and must never write
-    through a link to a file elsewhere.
+    through a link to a file elsewhere. The inside of ``wandb/`` (Weights & Biases' own
+    files, with its own links) is not streamrl's and is not looked into.
 
     Raises:
       ConfigError: names the first link found.
@@ -355,6 +447,8 @@ def check_no_links(run_dir: Path) -> None:
             path = Path(root) / name
             if path.is_symlink():
                 raise ConfigError(f"{path} is a symbolic link; streamrl does not write through links in a run directory: remove it")
+        if Path(root) == Path(run_dir) and "wandb" in dirs:
+            dirs.remove("wandb")  # Weights & Biases' own files (--wandb; it links its logs): streamrl writes nothing there
 
 
 class RunLock:
@@ -447,18 +541,108 @@ def load_config(run_dir: Path) -> dict:
     return config
 
 
+def member_settings(config: dict, member: dict) -> dict[str, str]:
+    """The settings of one agent of a run (its ``config.json`` and its entry of
+    ``members``) as ``{flag: value}``, named by the CLI flags a user typed: ``lambda``,
+    ``kappa-policy``, ``exploration-fraction`` (the fraction, not the resolved decay steps;
+    ``default`` when the family's default was used), ``truncation``, ``normalize-obs``,
+    ``optimizer``, ``hidden``, …. Hyper-parameters the algorithm does not use are left out
+    (ε for AC, the policy's κ for Q)."""
+    algo = config.get("algo")
+    options = config.get("options") if isinstance(config.get("options"), dict) else None
+    out: dict[str, str] = {}
+    for field in _HPARAM_FIELDS:
+        if field not in member or (field in _USED_BY and algo not in _USED_BY[field]):
+            continue
+        value = member[field]
+        if field in ("beta2", "adam_eps") and options is not None and options.get("optimizer", "adaptive") != "adaptive":
+            continue
+        if field == "eps_decay_steps":
+            steps = (options or {}).get("schedule_steps") or config.get("total_steps")
+            if options is not None and options.get("exploration_fraction") is None:
+                out["exploration-fraction"] = "default"
+            elif steps:
+                out["exploration-fraction"] = f"{float(value) / float(steps):.3g}"
+            else:
+                out["eps-decay-steps"] = _num(value)
+        elif field == "bootstrap_truncated":
+            out["truncation"] = "bootstrap" if float(value) else "terminate"
+        elif field in ("normalize_obs", "scale_reward"):
+            out[flag(field)] = "on" if float(value) else "off"
+        else:
+            out[flag(field)] = _num(value)
+    for name in _OPTION_SETTINGS:
+        if options is not None and name in options:
+            value = options[name]
+            if value is None:
+                value = "default"
+            elif isinstance(value, (list, tuple)):
+                value = "x".join(str(v) for v in value)
+            elif isinstance(value, float):
+                value = _num(value)
+            out[flag(name)] = str(value)
+    return out
+
+
+def method_labels(methods: list[tuple[str, dict[str, str]]]) -> list[str]:
+    """A label per ``(algo, settings)``: the algorithm (``Q``, ``AC``) and each setting
+    that differs between the methods compared, as ``flag=value``
+    (``Q lambda=0.8 kappa=2``). A setting counts as differing when the methods that have it
+    (use it) do not all share one value."""
+    names: list[str] = []
+    for _, settings in methods:
+        names += [n for n in settings if n not in names]
+    varying = [n for n in names if len({settings[n] for _, settings in methods if n in settings}) > 1]
+    labels = []
+    for algo, settings in methods:
+        shown = " ".join(f"{n}={settings[n]}" for n in varying if n in settings)
+        labels.append(f"{algo.upper()}{' ' + shown if shown else ''}")
+    return labels
+
+
+def run_steps(run_dir: Path, config: dict | None = None) -> int | None:
+    """Environment steps per agent a run reached: ``summary.json``'s ``steps`` (a run
+    stopped early counts what it ran), else ``config.json``'s ``total_steps``; None if
+    neither says."""
+    try:
+        steps = json.loads((Path(run_dir) / "summary.json").read_text()).get("steps")
+        if steps is not None:
+            return int(steps)
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    config = load_config(run_dir) if config is None else config
+    steps = config.get("total_steps")
+    return None if steps is None else int(steps)
+
+
 def load_episodes(run_dirs: Iterable[Path]):
     """All episode records of ``run_dirs`` as one pandas DataFrame, with the run's
-    ``algo``, ``env`` and ``run`` (directory) added as columns."""
+    ``algo``, ``env``, ``run`` (directory), ``method`` (the label of the agent's algorithm
+    and settings, :func:`method_labels` over every agent of ``run_dirs``) and ``steps``
+    (the run's steps per agent, :func:`run_steps`) added as columns."""
     import pandas as pd
 
-    frames = []
+    frames, keys = [], []
     for run_dir in run_dirs:
         cfg = load_config(run_dir)
         df = read_episodes(run_dir)
         df["algo"], df["env"], df["run"] = cfg["algo"], cfg["env"], str(run_dir)
+        steps = run_steps(run_dir, cfg)
+        df["steps"] = int(df["end_step"].max()) if steps is None and len(df) else (steps or 0)
+        members = {int(m["agent"]): member_settings(cfg, m) for m in cfg.get("members", [])}
+        key = {a: (cfg["algo"], tuple(members.get(a, {}).items())) for a in set(members) | set(df["agent"].unique())}
+        df["_key"] = df["agent"].map(lambda a: key[a])
+        keys += [(cfg["env"], k) for k in key.values()]
         frames.append(df)
-    return pd.concat(frames, ignore_index=True)
+    unique = list(dict.fromkeys(k for _, k in keys))
+    labels = dict(zip(unique, method_labels([(algo, dict(items)) for algo, items in unique])))
+    df = pd.concat(frames, ignore_index=True)
+    df["method"] = df.pop("_key").map(labels) if len(df) else pd.Series(dtype=str)
+    agents: dict[tuple[str, str], int] = {}
+    for env, k in keys:
+        agents[(env, labels[k])] = agents.get((env, labels[k]), 0) + 1
+    df.attrs["agents"] = agents  # (env, method) → agents trained, with or without a finished episode
+    return df
 
 
 def read_episodes(run_dir: Path):
@@ -513,6 +697,16 @@ def forward_fill(curve: np.ndarray) -> np.ndarray:
     return out
 
 
+def run_curve(end_steps: np.ndarray, returns: np.ndarray, edges: np.ndarray, last_step: int) -> np.ndarray:
+    """One agent's learning curve on the bins ``edges``: the mean return of the episodes
+    ending in each bin, carried forward over bins no episode ended in (:func:`forward_fill`)
+    up to the bin holding ``last_step``, the last step its run reached; NaN beyond it, so
+    a shorter run's curve ends where the run did instead of running flat to the end."""
+    curve = forward_fill(binned_curve(end_steps, returns, edges))
+    curve[edges[:-1] >= last_step] = np.nan
+    return curve
+
+
 def mean_and_ci(curves: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Mean over seeds (rows) and the half-width of a Student-t confidence interval
     (0 where fewer than two seeds have a value)."""
@@ -528,47 +722,97 @@ def mean_and_ci(curves: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np
     return mean, half
 
 
+def _steps_text(steps) -> str:
+    lo, hi = min(steps), max(steps)
+    return f"{hi:,} steps per run" if lo == hi else f"{lo:,}–{hi:,} steps per run (unequal budgets)"
+
+
+def learning_curves(env_df, bins: int = 50):
+    """The curves :func:`plot_runs` draws for one task's episodes (a :func:`load_episodes`
+    frame of one env): ``(edges, {method: (curves [agents, bins], mean, half)})``; each
+    agent's curve ends at the last step its run reached (:func:`run_curve`)."""
+    last = int(max(env_df["steps"].max(), env_df["end_step"].max()))
+    edges = np.linspace(0, last + 1, bins + 1)
+    out = {}
+    for method, group in env_df.groupby("method", sort=False):
+        curves = np.stack([
+            run_curve(g["end_step"].to_numpy(), g["episodic_return"].to_numpy(float), edges,
+                      int(max(g["steps"].iloc[0], g["end_step"].max())))
+            for _, g in group.groupby(["run", "agent"])
+        ])
+        out[method] = (curves, *mean_and_ci(curves))
+    return edges, out
+
+
+def curve_ylim(curves) -> tuple[tuple[float, float], bool]:
+    """The y-range of a panel of :func:`learning_curves` values ``(agents, mean, half)``:
+    every mean and its whole 95% band, except where a band (a few seeds give wide t
+    intervals) reaches beyond the range of the seeds' own curves: there it is cut at that
+    range. Returns ``((low, high), whether a band was cut)``, with 5% padding."""
+    agents = np.concatenate([a.ravel() for a, _, _ in curves])
+    means = np.concatenate([m for _, m, _ in curves])
+    lower = np.concatenate([m - h for _, m, h in curves])
+    upper = np.concatenate([m + h for _, m, h in curves])
+    if not np.isfinite(means).any():
+        return (-1.0, 1.0), False
+    data_lo, data_hi = np.nanmin(agents), np.nanmax(agents)
+    band_lo, band_hi = np.nanmin(lower), np.nanmax(upper)
+    lo, hi = max(band_lo, data_lo), min(band_hi, data_hi)
+    lo, hi = min(lo, np.nanmin(means)), max(hi, np.nanmax(means))
+    pad = 0.05 * (hi - lo) if hi > lo else max(1.0, abs(hi) * 0.1)
+    return (float(lo - pad), float(hi + pad)), bool(band_lo < lo or band_hi > hi)
+
+
 def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
-    """Write a PNG of learning curves: one panel per env, one line per algorithm and
-    setting of the swept hyper-parameters, mean over seeds (runs and fleet agents) with a
-    95% Student-t band, returns binned by episode end step."""
+    """Write a PNG of learning curves: one panel per env (titled with the env and the steps
+    per run), one line per method (algorithm and the settings that differ between the runs,
+    by their CLI flags), mean over seeds (runs and fleet agents) with a 95% Student-t band,
+    returns binned by episode end step; a curve ends at the last step its runs reached."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from streamrl.predict import is_prediction_run, plot_prediction
+
+    if any(is_prediction_run(r) for r in run_dirs):  # `streamrl predict` runs: prediction against the return
+        return plot_prediction(run_dirs, out)
     df = load_episodes(run_dirs)
     if df.empty:
         raise StreamRLError("no finished episodes in " + ", ".join(str(r) for r in run_dirs))
-    fig, axes = plt.subplots(1, df["env"].nunique(), figsize=(6.5 * df["env"].nunique(), 4.2), squeeze=False)
-    for ax, (env, env_df) in zip(axes[0], df.groupby("env")):
-        edges = np.linspace(0, env_df["end_step"].max() + 1, bins + 1)
+    envs = sorted(df["env"].unique())
+    methods = list(dict.fromkeys(df.sort_values(["algo", "method"])["method"]))
+    palette = plt.get_cmap("tab10")
+    colors = {m: palette(i % 10) for i, m in enumerate(methods)}
+    n = len(envs)
+    fig, axes = plt.subplots(1, n, figsize=(6.4 * n, 5.2), squeeze=False)
+    for ax, env in zip(axes[0], envs):
+        env_df = df[df["env"] == env]
+        edges, curves = learning_curves(env_df, bins)
         centers = 0.5 * (edges[:-1] + edges[1:])
-        swept = [c for c in env_df.columns if c not in EPISODE_COLUMNS + ("algo", "env", "run") and env_df[c].notna().any()]
-        lo, hi = np.inf, -np.inf
-        for key, group in env_df.groupby(["algo", *swept], dropna=False):
-            key = key if isinstance(key, tuple) else (key,)
-            curves = np.stack([
-                forward_fill(binned_curve(g["end_step"].to_numpy(), g["episodic_return"].to_numpy(float), edges))
-                for _, g in group.groupby(["run", "agent"])
-            ])
-            mean, half = mean_and_ci(curves)
-            n_seeds = curves.shape[0]
-            setting = "".join(f" {SYMBOLS.get(n, n)}={v:g}" for n, v in zip(swept, key[1:]) if v == v)
-            label = f"Stream {key[0].upper()}{setting} ({n_seeds} seed{'s' * (n_seeds > 1)})"
-            (line,) = ax.plot(centers, mean, label=label)
-            ax.fill_between(centers, mean - half, mean + half, alpha=0.25, color=line.get_color(), linewidth=0)
-            lo, hi = min(lo, np.nanmin(mean)), max(hi, np.nanmax(mean))
-        pad = 0.08 * (hi - lo) if hi > lo else 1.0
-        ax.set_ylim(lo - pad, hi + pad)  # the curves set the scale; wide bands (few seeds) are clipped
-        ax.set_title(env)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("episodic return")
+        for method in sorted(curves, key=methods.index):
+            agents, mean, half = curves[method]
+            n_seeds = agents.shape[0]
+            trained = df.attrs.get("agents", {}).get((env, method), n_seeds)
+            seeds = f"{n_seeds} seed{'s' * (n_seeds > 1)}" if trained <= n_seeds else f"{n_seeds} of {trained} seeds finished an episode"
+            color = colors[method]
+            ax.plot(centers, mean, color=color, linewidth=1.8, label=f"{method} ({seeds})")
+            ax.fill_between(centers, mean - half, mean + half, alpha=0.25 if len(curves) < 3 else 0.13, color=color, linewidth=0)
+        (lo, hi), clipped = curve_ylim(curves.values())
+        ax.set_ylim(lo, hi)
+        legend_title = "line: mean over seeds; shaded: 95% CI over seeds (Student t)"
+        if clipped:
+            legend_title += ",\nclipped to the range of the seeds' own curves"
+        ax.set_xlim(0, edges[-1])
+        ax.set_title(f"{env}: {_steps_text(env_df.groupby('run')['steps'].first().tolist())}")
+        ax.set_xlabel(f"environment steps (returns binned by episode end, {bins} bins of {edges[1]:,.0f} steps)")
+        ax.set_ylabel("episodic return, mean over seeds")
         ax.grid(alpha=0.3)
-        ax.legend(loc="best")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1 if len(curves) < 4 else 2,
+                  title=legend_title, frameon=False)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return out

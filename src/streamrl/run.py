@@ -141,8 +141,48 @@ def _open_run(cfg: TrainConfig, resolved: Resolved, spec, targets: dict | None):
         writer = RunWriter.reopen(cfg.run_dir, resolved.members, resolved.swept, until_step=step, expected=meta.get("episodes"))
     else:
         step, writer = 0, RunWriter.create(cfg.run_dir, cfg, resolved, spec)
-    metrics = MetricsLog(writer.path, resolved.members) if cfg.tensorboard else None
+    metrics = None
+    if cfg.tensorboard or cfg.wandb:
+        from streamrl.results import jsonable
+
+        metrics = MetricsLog(writer.path, resolved.members, tensorboard=cfg.tensorboard, wandb=cfg.wandb,
+                             wandb_project=cfg.wandb_project, config=jsonable(cfg))
     return writer, metrics, step, items, meta
+
+
+class _Evaluation:
+    """``--eval-every``: evaluation episodes of every agent of the fleet at fixed steps
+    (:class:`streamrl.evaluate.Evaluator`), recorded in ``evaluations.csv``, TensorBoard
+    and the summary. Reads the fleet state; never changes it."""
+
+    def __init__(self, cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics, step: int):
+        from streamrl.engine import stack_hparams
+        from streamrl.evaluate import Evaluator
+
+        self.every, self.episodes = cfg.eval_every, cfg.eval_episodes
+        self.driver, self.writer, self.metrics = driver, writer, metrics
+        agent = ALGORITHMS[cfg.algo](resolved.agent)
+        self.evaluator = Evaluator.for_run(agent, resolved, cfg.env, cfg.max_episode_steps, cfg.life_loss)
+        self.hparams = stack_hparams(resolved.members)
+        self.members = resolved.members
+        self.next_step = (step // self.every + 1) * self.every
+        self.last_step: int | None = None
+
+    @classmethod
+    def of(cls, cfg, resolved, driver, writer, metrics, step) -> "_Evaluation | None":
+        return cls(cfg, resolved, driver, writer, metrics, step) if cfg.eval_every else None
+
+    def due(self, step: int) -> bool:
+        return step >= self.next_step
+
+    def run(self, step: int) -> None:
+        states = self.driver.checkpoint_items()["agents"]
+        results = [(i, self.evaluator.episodes(states, self.hparams, i, self.episodes)[0]) for i in range(len(self.members))]
+        self.writer.add_evaluation(step, results)
+        if self.metrics is not None:
+            self.metrics.evaluations(step, results)
+        self.last_step = step
+        self.next_step = (step // self.every + 1) * self.every
 
 
 class Interrupted(Exception):
@@ -229,6 +269,13 @@ def _train(cfg: TrainConfig, resume: bool, console, signals: _Signals) -> Path:
             _check_memory(agent, resolved.members)
             driver.bind(agent, resolved.members)
             writer, metrics, step, items, meta = _open_run(cfg, resolved, driver.spec, driver.restore_target() if resume else None)
+            if console is not None:
+                console.print(f"run directory: {writer.path}", soft_wrap=True)
+                console.print(
+                    f"compiling the step of {len(resolved.members)} agent{'s' * (len(resolved.members) > 1)} "
+                    f"({cfg.algo}, {cfg.env}); a program compiled before comes from the compilation cache",
+                    soft_wrap=True,
+                )
             message = driver.start(step, items)
             if message is not None and console is not None:
                 console.print(f"resumed {writer.path} at step {step:,}: {message}", soft_wrap=True)
@@ -317,6 +364,7 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
         session.checkpoint(at, driver.checkpoint_items(), wall_s, driver.params_finite())
 
     session = _Session(cfg, resolved, writer, metrics, step, prior_wall, signals)
+    evaluation = _Evaluation.of(cfg, resolved, driver, writer, metrics, step)
     signals.running = True
     with progress_bar(
         total, enabled=cfg.progress, console=console, agents=len(members), completed=step
@@ -326,8 +374,9 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
                 if session.signal is not None:  # also a signal during start-up (compilation)
                     raise StopRequested
                 length = min(driver.chunk, total - step)
-                if session.next_checkpoint is not None:
-                    length = min(length, session.next_checkpoint - step)
+                for boundary in (session.next_checkpoint, evaluation.next_step if evaluation else None):
+                    if boundary is not None:
+                        length = min(length, boundary - step)
                 advance = driver.advance(step, length)
                 for i, end, episodic_return, episode_length in advance.episodes:
                     writer.add_episode(agent=i, end_step=end, episodic_return=episodic_return, length=episode_length)
@@ -336,6 +385,10 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
                 step += advance.steps
                 if advance.failure is not None:
                     raise failure_error(cfg.env, members, advance.failure, session.last_checkpoint)
+                if evaluation is not None and evaluation.due(step):
+                    t_eval = time.perf_counter()
+                    evaluation.run(step)
+                    t_start += time.perf_counter() - t_eval  # SPS counts learning, not evaluating
                 if session.due(step):
                     save(step, wall_now())
                 bar.update(step, writer.episodes_written, writer.recent_return())
@@ -351,6 +404,8 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
         bar.update(step, writer.episodes_written, writer.recent_return())
         if status != "failed":
             session.diagnostics(step, driver.take_diagnostics(), (step - start) / wall if wall else None)
+    if evaluation is not None and status == "completed" and evaluation.last_step != step:
+        evaluation.run(step)  # and at the end
     if status != "failed" and step > session.start_step and session.last_checkpoint != step:
         save(step, wall)
     if session.metrics is not None:
