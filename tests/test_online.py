@@ -107,8 +107,11 @@ def test_an_agent_from_spaces_learns_cartpole(tmp_path):
 
 def test_save_load_and_the_cli_read_an_online_agent(tmp_path, capsys):
     agent = streamrl.Agent.create("ac", env_id="Pendulum-v1", seed=2, hidden=(32, 32))
-    _drive(agent, [make_env("Pendulum-v1", 2)], 300, same_call=True)
+    returns = _drive(agent, [make_env("Pendulum-v1", 2)], 450, same_call=True)
     run = agent.save(tmp_path / "agent")
+    rows = [line.split(",") for line in (run / "episodes.csv").read_text().splitlines()[1:]]
+    assert len(returns) == 2 and [float(r[3]) for r in rows] == pytest.approx(returns) and [int(r[2]) for r in rows] == [200, 400]
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
     assert main(["eval", str(run), "--episodes", "1"]) == 0
     assert json.loads((run / "eval.json").read_text())["agents"][0]["seed"] == 2
     loaded = streamrl.Agent.load(run)
@@ -119,8 +122,8 @@ def test_save_load_and_the_cli_read_an_online_agent(tmp_path, capsys):
     obs = make_env("Pendulum-v1", 5).reset()
     action = loaded.reset(obs)
     assert action.shape == (1,) and action.dtype == np.float32 and -2.0 <= action[0] <= 2.0  # clipped to Pendulum's bounds
-    assert main(["train", "--resume", str(run), "--total-steps", "600", "--no-progress"]) == 0
-    assert json.loads((run / "summary.json").read_text())["steps"] == 600
+    assert main(["train", "--resume", str(run), "--total-steps", "700", "--no-progress"]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 700
 
 
 def test_predict_and_a_frozen_agent(tmp_path):

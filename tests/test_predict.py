@@ -116,6 +116,10 @@ def test_real_series_shipped_in_the_statsmodels_wheel(tmp_path, capsys):
     assert "normalised MSE" in out and str(run) in out
     assert main(["plot", str(run), "--out", str(tmp_path / "p.png")]) == 0  # streamrl plot knows prediction runs
     assert (tmp_path / "p.png").stat().st_size > 10_000
+    for argv in (["eval", str(run)], ["report", str(run), "--out", str(tmp_path / "r")], ["train", "--resume", str(run)]):
+        assert main(argv) == 2  # a prediction run is not a training run: one line, nothing written
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "is a `streamrl predict` run" in err and "\n" not in err, err
 
 
 @pytest.mark.parametrize(

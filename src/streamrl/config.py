@@ -209,6 +209,10 @@ def load_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
     from streamrl.results import load_config
 
     recorded = load_config(run_dir)
+    if recorded.get("kind") == "prediction":
+        raise ConfigError(
+            f"{run_dir} is a `streamrl predict` run: `streamrl plot` draws it; eval and --resume take `streamrl train` runs"
+        )
     try:
         return config_from_json(recorded["options"]), recorded
     except (KeyError, TypeError, AttributeError) as exc:

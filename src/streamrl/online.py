@@ -22,6 +22,7 @@ id; ``Agent.load(dir)`` / ``Agent.from_run(run_dir, agent=i)`` read one back.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 from pathlib import Path
@@ -33,6 +34,9 @@ from streamrl.errors import ConfigError
 from streamrl.types import HostBatch
 
 __all__ = ["Agent"]
+
+EPISODES_KEPT = 100_000
+"""How many of the newest episodes an :class:`Agent` keeps for ``episodes.csv``."""
 
 CUSTOM_ENV = "custom"
 """The env id recorded for an agent made from spaces (not an environment id): such a run
@@ -128,6 +132,9 @@ class Agent:
         self._high = np.asarray(spec.action_high, np.float32)
         self._frozen = None
         self._has_policy = ALGORITHMS[cfg.algo].has_policy
+        self._t = np.zeros(self.num_agents, np.int64)  # steps given to step(), per agent
+        self._ep = [np.zeros(self.num_agents, np.float64), np.zeros(self.num_agents, np.int64)]  # the running episode
+        self._episodes: collections.deque = collections.deque(maxlen=EPISODES_KEPT)
         self._obs_batch_shape = (self.num_agents, *spec.obs_shape)
         self._obs_size = int(np.prod(self._obs_batch_shape))
         # Compile now, so the first step of the loop is not a compile.
@@ -270,6 +277,7 @@ class Agent:
 
             raise NonFiniteError("a non-finite reward (NaN or inf) was given to the agent", step=-1)
         done = terminated | truncated
+        self._count(reward, done)
         if not self.learn:
             if not self._has_policy:
                 raise ConfigError(f"a frozen {self.config.algo} agent has no policy to act with; use predict(obs)")
@@ -307,25 +315,49 @@ class Agent:
         values = np.asarray(self._frozen_fns()["value"](self._stepper.state, self._stepper.hparams, raw, x, t, new))
         return values if self._batched else float(values[0])
 
+    @property
+    def episodes(self) -> list[tuple[int, int, float, int]]:
+        """The episodes that ended in :meth:`step` calls, oldest first, as ``(agent,
+        end_step, episodic_return, length)`` (``end_step``: the agent's steps so far; the
+        return sums the rewards given to ``step``); the newest :data:`EPISODES_KEPT` are
+        kept (memory stays bounded) and :meth:`save` writes them to ``episodes.csv``."""
+        return list(self._episodes)
+
+    def _count(self, reward: np.ndarray, done: np.ndarray) -> None:
+        self._t += 1
+        self._ep[0] += reward
+        self._ep[1] += 1
+        for i in np.flatnonzero(done):
+            self._episodes.append((int(i), int(self._t[i]), float(self._ep[0][i]), int(self._ep[1][i])))
+            self._ep[0][i], self._ep[1][i] = 0.0, 0
+
     # -- saving ---------------------------------------------------------------------------
     def save(self, path: Path) -> Path:
-        """Write a run directory at ``path`` (a new or empty directory): config.json and a
-        checkpoint of the whole learner state, in ``streamrl train``'s format. Returns it.
+        """Write a run directory at ``path`` (a new or empty directory): config.json, the
+        episodes (:attr:`episodes`) in ``episodes.csv`` and a checkpoint of the whole learner
+        state, in ``streamrl train``'s format (``streamrl plot`` / ``eval`` / ``train
+        --resume`` read it). Returns it.
 
         Raises:
-          ConfigError: ``path`` holds another run; or the agent has not started (no state yet).
+          ConfigError: ``path`` holds another run; the agent has not started (no state
+            yet); or an episode ended and :meth:`reset` has not been called.
         """
         from streamrl import checkpoint
         from streamrl.results import RunLock, RunWriter
 
         if not self._started:
             raise ConfigError("Agent.save before the first reset: there is no learner state yet")
+        if self._pending is not None:
+            raise ConfigError("Agent.save after an episode ended: call reset(obs) first (the episode's last transition is learned then)")
         path = Path(path)
         lock = RunLock(path, new=True)
         try:
-            RunWriter.create(path, self.config, self.resolved, self.spec, extra={"online": {"batched": self._batched}})
+            writer = RunWriter.create(path, self.config, self.resolved, self.spec, extra={"online": {"batched": self._batched}})
+            for i, end, episodic_return, length in self._episodes:
+                writer.add_episode(agent=i, end_step=end, episodic_return=episodic_return, length=length)
+            writer.flush()
             step = int(np.asarray(self._stepper.state.step).max())
-            meta = dict(checkpoint.run_meta(self.config, self.resolved), episodes=0)
+            meta = dict(checkpoint.run_meta(self.config, self.resolved), episodes=writer.episodes_written)
             checkpoint.save(path, step, {"agents": self._stepper.state}, meta)
         finally:
             lock.release()

@@ -68,6 +68,8 @@ def load_scores(run_dirs) -> list[dict]:
             config = load_config(run)
         except (OSError, ValueError, StreamRLError) as exc:
             raise ConfigError(f"{run} is not a readable run directory ({type(exc).__name__}); pass directories `streamrl train` wrote") from None
+        if config.get("kind") == "prediction":
+            raise ConfigError(f"{run} is a `streamrl predict` run (no episodes): `streamrl plot` draws it; report compares `streamrl train` runs")
         episodes = read_episodes(run)
         steps = run_steps(run, config)
         for member in config["members"]:
