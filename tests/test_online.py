@@ -176,3 +176,32 @@ def test_misuse_of_the_loop_is_one_line():
     with pytest.raises(NonFiniteError, match="non-finite reward"):
         agent.step([np.inf, 1.0], obs, [False, False], [False, False])
     assert agent.step([1.0, 1.0], obs, [False, False], [False, False]).shape == (2,)  # nothing was lost
+
+
+def test_a_frozen_agent_changes_nothing_and_a_loaded_agent_keeps_its_history(tmp_path):
+    import jax
+
+    agent = streamrl.Agent.create("ac", env_id="Pendulum-v1", seed=1)
+    returns = _drive(agent, [make_env("Pendulum-v1", 1)], 250, same_call=False)
+    run = agent.save(tmp_path / "a")
+    frozen = streamrl.Agent.load(run, learn=False)
+    env = make_env("Pendulum-v1", 9)
+    frozen.reset(env.reset())
+    snapshot = [np.asarray(x).copy() for x in jax.tree_util.tree_leaves(frozen._stepper.state)]
+    for _ in range(3):  # episodes and steps: the normalisers stay frozen, nothing is recorded
+        frozen.reset(env.reset())
+        for _ in range(5):
+            frozen.step(-1.0, env.reset(), False, False)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(snapshot, jax.tree_util.tree_leaves(frozen._stepper.state)))
+    assert frozen.episodes == agent.episodes  # the run's history, nothing added
+    # A loaded learning agent goes on from the checkpoint's step and keeps the run's episodes.
+    again = streamrl.Agent.load(run)
+    _drive(again, [make_env("Pendulum-v1", 4)], 200, same_call=True)
+    ends = [e[1] for e in again.episodes]
+    assert ends[: len(returns)] == [e[1] for e in agent.episodes] and ends[len(returns)] > 250
+    # A step after an ended episode, before reset, would learn out of order: refused.
+    single = streamrl.Agent.create("q", env_id="CartPole-v1")
+    single.reset(np.zeros(4))
+    assert single.step(1.0, np.zeros(4), True, False) is None
+    with pytest.raises(ConfigError, match="call reset"):
+        single.step(1.0, np.zeros(4), False, False)

@@ -40,6 +40,14 @@ def _short(argv: list[str], resumed: int) -> list[str]:
     """A README command with a short budget: --total-steps cut to STEPS (a resume: beyond the
     steps the run has), no progress bar; repository paths (examples/…) made absolute."""
     argv = [str(ROOT / a) if (ROOT / a).exists() and a.startswith("examples/") else a for a in argv]
+    if argv[0] == "barrier":  # every variant, 2 seeds, a short budget
+        argv = [a for a in argv]
+        for flag, value in (("--total-steps", str(STEPS * 4)), ("--num-seeds", "2")):
+            if flag in argv:
+                argv[argv.index(flag) + 1] = value
+            else:
+                argv += [flag, value]
+        return argv + ["--no-progress", "--reps", "100"]
     if argv[0] != "train" or "--help" in argv:
         return argv
     steps = str(STEPS * (resumed + 2) if "--resume" in argv else STEPS)

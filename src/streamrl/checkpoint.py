@@ -25,6 +25,9 @@ __all__ = [
 ]
 
 CHECKPOINT_DIR = "checkpoints"
+AGENT_FIELDS_ADDED = {"layer_norm": True}
+"""AgentConfig fields added after checkpoints were first written, with the value every
+earlier checkpoint had: a checkpoint's recorded agent lacking them still matches."""
 MAX_TO_KEEP = 2
 
 
@@ -178,7 +181,10 @@ def read_meta(run_dir: Path, expected_meta: dict, step: int | None = None) -> tu
     for key, value in expected_meta.items():
         if key == "streamrl":
             continue  # checked below, with its own message
-        if meta.get(key) != value:
+        got = meta.get(key)
+        if key == "agent" and isinstance(got, dict):
+            got = {**AGENT_FIELDS_ADDED, **got}  # a checkpoint written before these fields existed
+        if got != value:
             raise CheckpointError(
                 f"checkpoint {path} belongs to another run: its {key} is {_short(meta.get(key))}, "
                 f"this run's is {_short(value)}"

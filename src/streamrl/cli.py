@@ -25,6 +25,7 @@ import tyro
 
 from streamrl.config import TrainConfig, flag_name
 from streamrl.errors import NonFiniteError, StreamRLError, WriteError
+from streamrl.barrier import BarrierConfig, run_cli as _barrier
 from streamrl.predict import PredictConfig, run_cli as _predict
 
 __all__ = ["main", "PlotConfig", "EnvsConfig", "EvalConfig", "ReportConfig"]
@@ -277,7 +278,8 @@ def _expand_config_file(args: list[str]) -> tuple[list[str], Path | None]:
     if path is None or "-h" in rest or "--help" in rest:
         return args, None
     from_file = config_file_args(path)
-    if from_file and from_file[0] in ALGORITHMS and any(a in ALGORITHMS for a in rest):
+    named = any(a in ALGORITHMS and (i == 0 or not rest[i - 1].startswith("-")) for i, a in enumerate(rest))
+    if from_file and from_file[0] in ALGORITHMS and named:
         from_file = from_file[1:]  # the command line names the algorithm
     return ["train", *from_file, *rest], path
 
@@ -329,15 +331,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     cmd = tyro.extras.subcommand_cli_from_dict(
-        {"train": TrainConfig, "eval": EvalConfig, "plot": PlotConfig, "report": ReportConfig, "envs": EnvsConfig, "predict": PredictConfig},
+        {"train": TrainConfig, "eval": EvalConfig, "plot": PlotConfig, "report": ReportConfig, "envs": EnvsConfig, "predict": PredictConfig,
+         "barrier": BarrierConfig},
         prog="streamrl",
         args=args,
         description="streamrl: streaming deep reinforcement learning (stream-x) in JAX (streamrl --version)",
     )
     if config_file is not None:
         cmd = dataclasses.replace(cmd, config=config_file)
-    handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, ReportConfig: _report, EnvsConfig: _envs, PredictConfig: _predict}[type(cmd)]
-    if handler in (_train, _eval):
+    handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, ReportConfig: _report, EnvsConfig: _envs, PredictConfig: _predict,
+               BarrierConfig: _barrier}[type(cmd)]
+    if handler in (_train, _eval, _barrier):
         _use_compilation_cache()
     try:
         return handler(cmd)

@@ -121,8 +121,15 @@ class TrainConfig:
     """Atari: a lost life is terminal for the learner. continue: the game and the frame
     stack go on (the official code's, and the paper's numbers); restart: the learner starts
     a new episode (no-op, FIRE, fresh frame stack: OpenAI Baselines' wrappers)."""
-    optimizer: Literal["obgd", "adaptive"] = "obgd"
-    """ObGD, or AdaptiveObGD (second-moment scaling)."""
+    optimizer: Literal["obgd", "adaptive", "sgd", "adam"] = "obgd"
+    """ObGD (the paper's), AdaptiveObGD (second-moment scaling), or the classic baselines:
+    sgd (the trace update lr·δz with no bound) and adam (Adam on δz; β₁ 0.9, --beta2,
+    --adam-eps). --lr is each one's step size: ObGD's 1.0 is far too large for sgd and
+    adam (e.g. --lr 1e-3)."""
+    layer_norm: bool = True
+    """Parameter-free LayerNorm after every hidden layer (the paper's); --no-layer-norm is
+    the LayerNorm ablation. (Sparse-init ablation: --sparsity 0, a dense init with the same
+    ±1/√fan_in bound.)"""
     beta2: Values = (0.999,)
     """AdaptiveObGD second-moment decay."""
     adam_eps: Values = (1e-8,)
@@ -356,8 +363,10 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             raise ConfigError(f"--exploration-fraction must be in (0, 1], got {fraction}")
     if not 0 <= cfg.sparsity < 1:
         raise ConfigError(f"--sparsity must be in [0, 1), got {cfg.sparsity}")
-    if cfg.optimizer not in ("obgd", "adaptive"):
-        raise ConfigError(f"--optimizer must be 'obgd' or 'adaptive', got {cfg.optimizer!r}")
+    from streamrl.optim import OPTIMIZERS
+
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     frame_stack = spec.frame_stack
     stacked = (*spec.obs_shape[:-1], spec.obs_shape[-1] * frame_stack) if frame_stack > 1 else spec.obs_shape
     try:
@@ -400,6 +409,7 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             optimizer=cfg.optimizer,
             time_limit=(spec.time_limit or DEFAULT_TIME_LIMIT) if use_time else None,
             sparsity=cfg.sparsity,
+            layer_norm=cfg.layer_norm,
             action_low=spec.action_low,
             action_high=spec.action_high,
             frame_stack=frame_stack,

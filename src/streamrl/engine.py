@@ -296,6 +296,15 @@ class HostStepper:
         if self._step_fn is None:
             self._compile_step(state)
 
+    def load(self, state: AgentState) -> None:
+        """Take the fleet ``state`` (leaves [N, ...], e.g. a checkpoint's) as it is, without
+        starting an episode (a frozen online agent: nothing of the state may change)."""
+        if self.n == 1:
+            state = jax.tree_util.tree_map(lambda x: x[0], state)
+        if self._step_fn is None:
+            self._compile_step(state)
+        self._buf = self._pack(state)
+
     def _lifecycle(self, name: str) -> Callable:
         """The jitted fleet ``agent.init`` or ``agent.restart`` (made once)."""
         fns = self.__dict__.setdefault("_lifecycle_fns", {})

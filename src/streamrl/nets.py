@@ -68,14 +68,15 @@ def sparse_init(sparsity: float = 0.9):
     return init
 
 
-def _hidden(x, reduction_axes):
-    x = nn.LayerNorm(
-        epsilon=LAYER_NORM_EPS,
-        use_bias=False,
-        use_scale=False,
-        use_fast_variance=False,
-        reduction_axes=reduction_axes,
-    )(x)
+def _hidden(x, reduction_axes, layer_norm: bool = True):
+    if layer_norm:
+        x = nn.LayerNorm(
+            epsilon=LAYER_NORM_EPS,
+            use_bias=False,
+            use_scale=False,
+            use_fast_variance=False,
+            reduction_axes=reduction_axes,
+        )(x)
     return leaky_relu(x)
 
 
@@ -117,7 +118,10 @@ class StreamNet(nn.Module):
         last entry as their Linear width, default 128 for MinAtar and 256 for Atari).
       heads: output sizes of the linear heads, e.g. ``(n_actions,)`` for Q or
         ``(d, d)`` for a Gaussian policy's μ and pre-softplus σ.
-      sparsity: fraction of zero weights per output unit (0.9 in the paper).
+      sparsity: fraction of zero weights per output unit (0.9 in the paper; 0 is a dense
+        init with the same ±1/√fan_in bound, the sparse-init ablation).
+      layer_norm: the parameter-free LayerNorm after each hidden layer (the paper's);
+        False is the LayerNorm ablation (Linear/Conv → LeakyReLU).
 
     Call: ``x`` float32 of the observation shape (vector for ``mlp``, H×W×C for conv
     torsos) → tuple of float32 vectors, one per head.
@@ -127,6 +131,7 @@ class StreamNet(nn.Module):
     hidden: tuple[int, ...] = (128, 128)
     heads: tuple[int, ...] = (1,)
     sparsity: float = 0.9
+    layer_norm: bool = True
 
     @nn.compact
     def __call__(self, x):
@@ -137,13 +142,13 @@ class StreamNet(nn.Module):
         if self.torso == "mlp":
             x = x.reshape(-1)
             for width in self.hidden:
-                x = _hidden(dense(width)(x), -1)
+                x = _hidden(dense(width)(x), -1, self.layer_norm)
         elif self.torso in ("minatar", "atari"):
             layers = [(16, 3, 1)] if self.torso == "minatar" else [(32, 8, 5), (64, 4, 3), (64, 3, 2)]
             for channels, kernel, stride in layers:
-                x = _hidden(conv(channels, kernel, stride)(x), (-3, -2, -1))
+                x = _hidden(conv(channels, kernel, stride)(x), (-3, -2, -1), self.layer_norm)
             x = x.reshape(-1)
-            x = _hidden(dense(self.hidden[-1])(x), -1)
+            x = _hidden(dense(self.hidden[-1])(x), -1, self.layer_norm)
         else:
             raise ValueError(f"unknown torso {self.torso!r}; choose one of {TORSOS}")
         return tuple(dense(n)(x) for n in self.heads)

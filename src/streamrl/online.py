@@ -132,7 +132,8 @@ class Agent:
         self._high = np.asarray(spec.action_high, np.float32)
         self._frozen = None
         self._has_policy = ALGORITHMS[cfg.algo].has_policy
-        self._t = np.zeros(self.num_agents, np.int64)  # steps given to step(), per agent
+        # steps learned per agent (a loaded agent goes on from its checkpoint's)
+        self._t = np.zeros(self.num_agents, np.int64) if state is None else np.asarray(state.step, np.int64).reshape(self.num_agents).copy()
         self._ep = [np.zeros(self.num_agents, np.float64), np.zeros(self.num_agents, np.int64)]  # the running episode
         self._episodes: collections.deque = collections.deque(maxlen=EPISODES_KEPT)
         self._obs_batch_shape = (self.num_agents, *spec.obs_shape)
@@ -217,7 +218,9 @@ class Agent:
         resolved = resolve(cfg, spec)
         states, _ = checkpoint.restore_fleet(path, cfg, resolved, ALGORITHMS[cfg.algo](resolved.agent))
         meta = recorded.get("online") or {}
-        return cls(cfg, spec, learn=learn, state=states, batched=bool(meta.get("batched", len(resolved.members) > 1)))
+        agent = cls(cfg, spec, learn=learn, state=states, batched=bool(meta.get("batched", len(resolved.members) > 1)))
+        agent._episodes.extend(_recorded_episodes(path, int(np.asarray(states.step).max())))
+        return agent
 
     @classmethod
     def from_run(cls, run_dir: Path, agent: int = 0, *, learn: bool = True, allow_env_import: bool = False) -> "Agent":
@@ -235,7 +238,9 @@ class Agent:
             **{field: (float(getattr(member.hparams, name)),) for field, name in _swept_fields(fleet)},
         )
         state = jax.tree_util.tree_map(lambda x: x[agent : agent + 1], fleet._loaded)
-        return cls(cfg, fleet.spec, learn=learn, state=state, batched=False)
+        single = cls(cfg, fleet.spec, learn=learn, state=state, batched=False)
+        single._episodes.extend((0, end, ret, length) for i, end, ret, length in fleet._episodes if i == agent)
+        return single
 
     # -- the loop -----------------------------------------------------------------------
     def reset(self, obs) -> Any:
@@ -243,6 +248,15 @@ class Agent:
         After a step that ended the episode, the update of that last transition is made
         here (one jitted call: learn, then act at ``obs``)."""
         obs = self._batch_obs(obs)
+        self._frozen = None
+        if not self.learn:  # frozen: nothing of the state changes, normalisers included
+            if not self._started:
+                if self._loaded is not None:
+                    self._stepper.load(self._loaded)
+                else:
+                    self._stepper.start(obs)
+                self._loaded, self._started = None, True
+            return self.act(self._unbatch(obs)) if self._has_policy else None
         if self._pending is not None:
             reward, final_obs, terminated, truncated = self._pending
             self._pending = None
@@ -252,10 +266,7 @@ class Agent:
             self._loaded, self._started = None, True
         else:  # an episode abandoned midway: a fresh one, without learning (as a resume)
             actions = self._stepper.start(obs, self._stepper.state)
-        self._frozen = None
-        if self.learn:
-            return self._out(actions)
-        return self.act(self._unbatch(obs)) if self._has_policy else None
+        return self._out(actions)
 
     def step(self, reward, obs, terminated=False, truncated=False, reset_obs=None) -> Any:
         """Learn from the last transition (r, s′ = ``obs``, and whether the episode ended)
@@ -270,6 +281,8 @@ class Agent:
         """
         if not self._started:
             raise ConfigError("Agent.step before Agent.reset: call reset(obs) with the episode's first observation")
+        if self._pending is not None:
+            raise ConfigError("Agent.step after the episode ended: call reset(obs) with the next episode's first observation")
         obs = self._batch_obs(obs)
         reward, terminated, truncated = self._vec(reward, np.float32), self._vec(terminated, bool), self._vec(truncated, bool)
         if not np.isfinite(reward).all():
@@ -277,11 +290,20 @@ class Agent:
 
             raise NonFiniteError("a non-finite reward (NaN or inf) was given to the agent", step=-1)
         done = terminated | truncated
-        self._count(reward, done)
         if not self.learn:
             if not self._has_policy:
                 raise ConfigError(f"a frozen {self.config.algo} agent has no policy to act with; use predict(obs)")
-            return None if done.any() and reset_obs is None else self.act(self._unbatch(obs if reset_obs is None else self._batch_obs(reset_obs)))
+            if not done.any():
+                return self.act(self._unbatch(obs))
+            if reset_obs is None:
+                self._frozen = None  # the next call is reset(obs)
+                return None
+            if self._frozen is not None:  # a fresh frame stack and time feature where an episode ended
+                x, t, new = self._frozen
+                self._frozen = (x, np.where(done, 0, t), done | new)
+            mask = done.reshape(-1, *[1] * len(self.spec.obs_shape))
+            return self.act(self._unbatch(np.where(mask, self._batch_obs(reset_obs), obs)))
+        self._count(reward, done)
         if done.any() and reset_obs is None:
             if self._batched:
                 raise ConfigError("Agent.step: some agents' episodes ended; pass reset_obs with their next first observations")
@@ -317,10 +339,12 @@ class Agent:
 
     @property
     def episodes(self) -> list[tuple[int, int, float, int]]:
-        """The episodes that ended in :meth:`step` calls, oldest first, as ``(agent,
-        end_step, episodic_return, length)`` (``end_step``: the agent's steps so far; the
-        return sums the rewards given to ``step``); the newest :data:`EPISODES_KEPT` are
-        kept (memory stays bounded) and :meth:`save` writes them to ``episodes.csv``."""
+        """The episodes that ended in learning :meth:`step` calls (and, for a loaded
+        agent, those of its run), oldest first, as ``(agent, end_step, episodic_return,
+        length)`` (``end_step``: the agent's steps learned so far; the return sums the
+        rewards given to ``step``); the newest :data:`EPISODES_KEPT` are kept (memory stays
+        bounded) and :meth:`save` writes them to ``episodes.csv``. A frozen agent
+        (``learn=False``) records none."""
         return list(self._episodes)
 
     def _count(self, reward: np.ndarray, done: np.ndarray) -> None:
@@ -425,6 +449,18 @@ class Agent:
 
             self._frozen_cache = {"act": jax.jit(act, static_argnums=()), "value": jax.jit(value)}
         return self._frozen_cache
+
+
+def _recorded_episodes(run_dir: Path, until_step: int) -> list[tuple[int, int, float, int]]:
+    """The episodes of ``run_dir``'s ``episodes.csv`` up to its checkpoint step, as
+    :attr:`Agent.episodes` holds them (a loaded agent's saved run keeps its history)."""
+    from streamrl.results import read_episodes
+
+    if not (Path(run_dir) / "episodes.csv").is_file():
+        return []
+    df = read_episodes(run_dir)
+    df = df[df.end_step <= until_step]
+    return [(int(a), int(e), float(r), int(n)) for a, e, r, n in zip(df.agent, df.end_step, df.episodic_return, df.length)]
 
 
 def _swept_fields(fleet: Agent) -> Sequence[tuple[str, str]]:

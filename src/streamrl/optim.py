@@ -27,7 +27,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["ObGDState", "AdaptiveObGDState", "obgd", "adaptive_obgd", "trace_l1_norm"]
+__all__ = [
+    "ObGDState", "AdaptiveObGDState", "TraceAdamState", "obgd", "adaptive_obgd", "trace_sgd", "trace_adam",
+    "trace_l1_norm", "OPTIMIZERS",
+]
+
+OPTIMIZERS = ("obgd", "adaptive", "sgd", "adam")
+"""The optimisers an agent can use: the stream-x ones (ObGD, AdaptiveObGD) and the classic
+baselines of the paper's stream-barrier comparison (SGD and Adam on the trace update)."""
 
 
 class ObGDState(NamedTuple):
@@ -143,6 +150,69 @@ def adaptive_obgd(
         updates = jax.tree_util.tree_map(lambda s: scale * s, scaled)
         return updates, AdaptiveObGDState(
             trace=_reset(trace, reset), second_moment=second, count=count, step_size=jnp.asarray(alpha, jnp.float32)
+        )
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def trace_sgd(lr=1e-3, gamma=0.99, lambda_=0.8) -> optax.GradientTransformationExtraArgs:
+    """Classic semi-gradient TD(λ) / Q(λ) / AC(λ) steps: ``z ← γλ z + g``, ``update = lr δ z``,
+    ``z ← 0`` if reset — ObGD without its overshooting bound (exactly :func:`obgd` with
+    κ = 0). The classic baseline of the paper's stream-barrier comparison (Section 2;
+    docs/algorithms.md "Ablations and classic baselines"). State :class:`ObGDState`;
+    arguments and ``update`` signature as :func:`obgd`."""
+    return obgd(lr, gamma, lambda_, kappa=0.0)
+
+
+class TraceAdamState(NamedTuple):
+    """State of :func:`trace_adam`.
+
+    Attributes:
+      trace: eligibility trace z, a tree shaped like the parameters.
+      first_moment, second_moment: Adam's m and v of the ascent direction δz, same tree.
+      count: int32 scalar, updates made so far (t in the bias corrections).
+      step_size: float32 scalar, ``lr`` (a diagnostic, for the same TensorBoard tag).
+    """
+
+    trace: Any
+    first_moment: Any
+    second_moment: Any
+    count: jax.Array
+    step_size: Any = None
+
+
+TRACE_ADAM_BETA1 = 0.9
+"""β₁ of :func:`trace_adam` (Adam's default, as the classic baselines use)."""
+
+
+def trace_adam(lr=1e-3, gamma=0.99, lambda_=0.8, beta1=TRACE_ADAM_BETA1, beta2=0.999, eps=1e-8) -> optax.GradientTransformationExtraArgs:
+    """Adam on the eligibility-trace update, the paper's "classic" streaming baseline with a
+    well-tuned Adam (Section 2): ``z ← γλ z + g``; with the ascent direction ``d = δ z``,
+    ``m ← β₁ m + (1 − β₁) d``, ``v ← β₂ v + (1 − β₂) d²``, ``update = lr · m̂ / (√v̂ + ε)``
+    with m̂ = m / (1 − β₁ᵗ), v̂ = v / (1 − β₂ᵗ) (Kingma & Ba 2015; ε outside the square
+    root, as ``optax.adam``); ``z ← 0`` if reset. No overshooting bound. Arguments and
+    ``update`` signature as :func:`obgd`, plus β₁, β₂ in [0, 1) and ε > 0.
+    """
+
+    def init_fn(params):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+        return TraceAdamState(trace=zeros, first_moment=zeros, second_moment=zeros,
+                              count=jnp.zeros((), jnp.int32), step_size=jnp.zeros((), jnp.float32))
+
+    def update_fn(grads, state, params=None, *, td_error, reset):
+        del params
+        decay = gamma * lambda_
+        count = state.count + 1
+        trace = jax.tree_util.tree_map(lambda z, g: decay * z + g, state.trace, grads)
+        direction = jax.tree_util.tree_map(lambda z: td_error * z, trace)
+        first = jax.tree_util.tree_map(lambda m, d: beta1 * m + (1.0 - beta1) * d, state.first_moment, direction)
+        second = jax.tree_util.tree_map(lambda v, d: beta2 * v + (1.0 - beta2) * jnp.square(d), state.second_moment, direction)
+        t = count.astype(jnp.float32)
+        c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
+        updates = jax.tree_util.tree_map(lambda m, v: lr * (m / c1) / (jnp.sqrt(v / c2) + eps), first, second)
+        return updates, TraceAdamState(
+            trace=_reset(trace, reset), first_moment=first, second_moment=second, count=count,
+            step_size=jnp.asarray(lr, jnp.float32),
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

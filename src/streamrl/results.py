@@ -50,7 +50,7 @@ _HPARAM_FIELDS = (
     "beta2", "adam_eps", "bootstrap_truncated", "normalize_obs", "scale_reward",
 )
 # Options outside HParams that change what is learned (run-management options are not settings).
-_OPTION_SETTINGS = ("optimizer", "hidden", "torso", "sparsity", "time_feature", "max_episode_steps", "life_loss")
+_OPTION_SETTINGS = ("optimizer", "layer_norm", "hidden", "torso", "sparsity", "time_feature", "max_episode_steps", "life_loss")
 # Hyper-parameters only some algorithms use: another algorithm's record of them is not a setting.
 _USED_BY = {
     "kappa_policy": ("ac",), "entropy_coef": ("ac",),
@@ -555,7 +555,7 @@ def member_settings(config: dict, member: dict) -> dict[str, str]:
         if field not in member or (field in _USED_BY and algo not in _USED_BY[field]):
             continue
         value = member[field]
-        if field in ("beta2", "adam_eps") and options is not None and options.get("optimizer", "adaptive") != "adaptive":
+        if field in ("beta2", "adam_eps") and options is not None and options.get("optimizer", "adaptive") not in ("adaptive", "adam"):
             continue
         if field == "eps_decay_steps":
             steps = (options or {}).get("schedule_steps") or config.get("total_steps")
@@ -703,7 +703,7 @@ def run_curve(end_steps: np.ndarray, returns: np.ndarray, edges: np.ndarray, las
     up to the bin holding ``last_step``, the last step its run reached; NaN beyond it, so
     a shorter run's curve ends where the run did instead of running flat to the end."""
     curve = forward_fill(binned_curve(end_steps, returns, edges))
-    curve[edges[:-1] >= last_step] = np.nan
+    curve[edges[:-1] > last_step] = np.nan
     return curve
 
 

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from streamrl import normalize as nz
-from streamrl.optim import adaptive_obgd, obgd
+from streamrl.optim import OPTIMIZERS, adaptive_obgd, obgd, trace_adam, trace_sgd
 from streamrl.types import TimeStep
 
 __all__ = [
@@ -104,9 +104,11 @@ class AgentConfig:
       action_dim: number of actions (Discrete) or the action vector length (Box).
       torso: network torso, one of ``streamrl.nets.TORSOS``.
       hidden: hidden-layer widths.
-      optimizer: ``"obgd"`` or ``"adaptive"`` (AdaptiveObGD).
+      optimizer: ``"obgd"``, ``"adaptive"`` (AdaptiveObGD), or the classic baselines
+        ``"sgd"`` and ``"adam"`` applied to the trace update δz (:mod:`streamrl.optim`).
       time_limit: T of the time feature, or None for no time feature.
-      sparsity: sparse-init fraction.
+      sparsity: sparse-init fraction (0: dense init, same bound).
+      layer_norm: LayerNorm after each hidden layer (False: the ablation).
       action_low, action_high: Box bounds (Stream TD's uniform behaviour policy); empty
         for Discrete.
       frame_stack: k > 1 stacks the last k normalised observations along the last axis
@@ -125,12 +127,13 @@ class AgentConfig:
     action_low: tuple[float, ...] = ()
     action_high: tuple[float, ...] = ()
     frame_stack: int = 1
+    layer_norm: bool = True
 
     def __post_init__(self):
         # The config layer (streamrl.config.resolve) checks the user's flags and names them
         # in its messages; these guard the agent against a bad description from code.
-        if self.optimizer not in ("obgd", "adaptive"):
-            raise ValueError(f"optimizer must be 'obgd' or 'adaptive', got {self.optimizer!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not self.hidden or any(h <= 0 for h in self.hidden):
             raise ValueError(f"hidden must list positive layer widths, got {self.hidden}")
         if self.time_limit is not None and self.time_limit <= 0:
@@ -314,7 +317,7 @@ class StreamAgent(abc.ABC):
 
         c = self.config
         return {
-            name: StreamNet(torso=c.torso, hidden=c.hidden, heads=spec.heads, sparsity=c.sparsity)
+            name: StreamNet(torso=c.torso, hidden=c.hidden, heads=spec.heads, sparsity=c.sparsity, layer_norm=c.layer_norm)
             for name, spec in self.network_specs().items()
         }
 
@@ -328,10 +331,15 @@ class StreamAgent(abc.ABC):
         return self._nets[name].apply(params, obs)
 
     def optimizer(self, name: str, hp: HParams) -> optax.GradientTransformationExtraArgs:
-        """The ObGD (or AdaptiveObGD) of network ``name``, with the κ its spec declares."""
+        """The ObGD (or AdaptiveObGD) of network ``name``, with the κ its spec declares; or
+        a classic baseline's optimiser on the same trace update (``sgd``, ``adam``: no κ)."""
         kappa = getattr(hp, self.network_specs()[name].kappa)
         if self.config.optimizer == "adaptive":
             return adaptive_obgd(hp.lr, hp.gamma, hp.lambda_, kappa, hp.beta2, hp.adam_eps)
+        if self.config.optimizer == "sgd":
+            return trace_sgd(hp.lr, hp.gamma, hp.lambda_)
+        if self.config.optimizer == "adam":
+            return trace_adam(hp.lr, hp.gamma, hp.lambda_, beta2=hp.beta2, eps=hp.adam_eps)
         return obgd(hp.lr, hp.gamma, hp.lambda_, kappa)
 
     def paired_value_and_grad(self, name, params, obs, next_obs, select):
