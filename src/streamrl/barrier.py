@@ -138,7 +138,8 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
             if run.exists() and not any(run.iterdir()):
                 run.rmdir()
             if console is not None:
-                console.print(f"[bold]{name}[/bold]: {_switches(name, cfg) or 'the paper settings'}")
+                switches = ", ".join(f"{k}={v}" for k, v in _switches(name, cfg).items()) or "the paper's settings"
+                console.print(f"[bold]{name}[/bold]: {switches}", soft_wrap=True)
             train(variant_config(cfg, name, run), console=console)
         runs[name] = run
 
@@ -160,7 +161,7 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
     steps = json.loads((runs[methods[0]] / "summary.json").read_text()).get("steps")
     title = f"{cfg.env}, {cfg.algo.upper()}: {common} seeds × {steps:,} steps per variant"
     _aggregate_figure(points, cis, names, methods, "mean return, last 10% of episodes", title, out / "barrier.png")
-    plot_runs([runs[m] for m in methods], out / "curves.png")
+    plot_runs([runs[m] for m in methods], out / "curves.png", run_labels={str(runs[m]): m for m in methods})
 
     table = {
         "env": cfg.env, "algo": cfg.algo, "steps": steps, "seeds": common, "classic_lr": cfg.classic_lr,

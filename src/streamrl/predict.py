@@ -493,9 +493,6 @@ def plot_prediction(run_dirs: list[Path], out: Path) -> Path:
         ax[2].set_xlabel("step")
         for a in ax:
             a.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    from streamrl.results import save_figure
+
+    return save_figure(fig, out, dpi=110)

@@ -615,11 +615,12 @@ def run_steps(run_dir: Path, config: dict | None = None) -> int | None:
     return None if steps is None else int(steps)
 
 
-def load_episodes(run_dirs: Iterable[Path]):
+def load_episodes(run_dirs: Iterable[Path], run_labels: dict[str, str] | None = None):
     """All episode records of ``run_dirs`` as one pandas DataFrame, with the run's
     ``algo``, ``env``, ``run`` (directory), ``method`` (the label of the agent's algorithm
-    and settings, :func:`method_labels` over every agent of ``run_dirs``) and ``steps``
-    (the run's steps per agent, :func:`run_steps`) added as columns."""
+    and settings, :func:`method_labels` over every agent of ``run_dirs``; or, given
+    ``run_labels`` (``str(run_dir)`` → label), the run's label for all its agents) and
+    ``steps`` (the run's steps per agent, :func:`run_steps`) added as columns."""
     import pandas as pd
 
     frames, keys = [], []
@@ -631,11 +632,16 @@ def load_episodes(run_dirs: Iterable[Path]):
         df["steps"] = int(df["end_step"].max()) if steps is None and len(df) else (steps or 0)
         members = {int(m["agent"]): member_settings(cfg, m) for m in cfg.get("members", [])}
         key = {a: (cfg["algo"], tuple(members.get(a, {}).items())) for a in set(members) | set(df["agent"].unique())}
+        if run_labels is not None:  # the caller names each run (streamrl barrier: the variant)
+            key = {a: (cfg["algo"], (("label", run_labels[str(run_dir)]),)) for a in key}
         df["_key"] = df["agent"].map(lambda a: key[a])
         keys += [(cfg["env"], k) for k in key.values()]
         frames.append(df)
     unique = list(dict.fromkeys(k for _, k in keys))
-    labels = dict(zip(unique, method_labels([(algo, dict(items)) for algo, items in unique])))
+    if run_labels is not None:
+        labels = {k: dict(k[1])["label"] for k in unique}
+    else:
+        labels = dict(zip(unique, method_labels([(algo, dict(items)) for algo, items in unique])))
     df = pd.concat(frames, ignore_index=True)
     df["method"] = df.pop("_key").map(labels) if len(df) else pd.Series(dtype=str)
     agents: dict[tuple[str, str], int] = {}
@@ -763,11 +769,12 @@ def curve_ylim(curves) -> tuple[tuple[float, float], bool]:
     return (float(lo - pad), float(hi + pad)), bool(band_lo < lo or band_hi > hi)
 
 
-def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
+def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50, run_labels: dict[str, str] | None = None) -> Path:
     """Write a PNG of learning curves: one panel per env (titled with the env and the steps
     per run), one line per method (algorithm and the settings that differ between the runs,
-    by their CLI flags), mean over seeds (runs and fleet agents) with a 95% Student-t band,
-    returns binned by episode end step; a curve ends at the last step its runs reached."""
+    by their CLI flags; or the caller's ``run_labels``, ``str(run_dir)`` → label), mean over
+    seeds (runs and fleet agents) with a 95% Student-t band, returns binned by episode end
+    step; a curve ends at the last step its runs reached."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -777,7 +784,7 @@ def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
 
     if any(is_prediction_run(r) for r in run_dirs):  # `streamrl predict` runs: prediction against the return
         return plot_prediction(run_dirs, out)
-    df = load_episodes(run_dirs)
+    df = load_episodes(run_dirs, run_labels)
     if df.empty:
         raise StreamRLError("no finished episodes in " + ", ".join(str(r) for r in run_dirs))
     envs = sorted(df["env"].unique())
@@ -810,9 +817,16 @@ def plot_runs(run_dirs: list[Path], out: Path, *, bins: int = 50) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1 if len(curves) < 4 else 2,
                   title=legend_title, frameon=False)
+    return save_figure(fig, out, dpi=120)
+
+
+def save_figure(fig, out: Path, *, dpi: int = 120) -> Path:
+    """Lay out ``fig``, write it to the PNG ``out`` (making its folder) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return out
