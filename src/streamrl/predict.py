@@ -1,8 +1,7 @@
 """``streamrl predict``: Stream TD(λ) prediction of a cumulant on a data stream.
 
 Source: arXiv:2410.14606, Algorithm 1 (Stream TD(λ)), and the official stream-x TD(λ)
-experiment on ETTm2 (docs/algorithms.md; /work/shared/REFERENCE.md "Stream TD(λ) on a data
-stream"). A table arrives one row at a time (a CSV or Parquet file, or CSV on standard
+experiment on ETTm2 (docs/algorithms.md "Stream TD(λ) on a data stream"). A table arrives one row at a time (a CSV or Parquet file, or CSV on standard
 input). Row t gives the observation x_t (the feature columns) and the cumulant c_t (one
 column, its value in row t). Processing, as the official experiment does:
 
