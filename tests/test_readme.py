@@ -104,14 +104,14 @@ def test_every_readme_command_runs(tmp_path, monkeypatch, capsys):
     assert not failed, "\n".join(failed)
 
 
-@pytest.mark.slow
-def test_the_library_example_learns(tmp_path):
-    """examples/library_loop.py (the README's "As a library" loop): CartPole within 20k steps."""
+def test_the_library_loop_example_runs(tmp_path):
+    """examples/library_loop.py runs (2,000 steps: episodes end and are counted; learning
+    with the same step is asserted in tests/test_online.py and tests/test_agents.py)."""
     import runpy
 
     example = runpy.run_path(str(ROOT / "examples" / "library_loop.py"))
-    returns = example["main"](20_000)
-    assert len(returns) > 20 and max(returns) >= 150, returns[-10:]
+    returns = example["main"](2_000)
+    assert len(returns) >= 10 and all(r >= 1 for r in returns), returns[-10:]
 
 
 def test_the_readme_python_examples_run(tmp_path, monkeypatch):
