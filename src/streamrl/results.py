@@ -604,12 +604,10 @@ def run_steps(run_dir: Path, config: dict | None = None) -> int | None:
     """Environment steps per agent a run reached: ``summary.json``'s ``steps`` (a run
     stopped early counts what it ran), else ``config.json``'s ``total_steps``; None if
     neither says."""
-    try:
+    with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):  # no readable summary: the config's
         steps = json.loads((Path(run_dir) / "summary.json").read_text()).get("steps")
         if steps is not None:
             return int(steps)
-    except (OSError, ValueError, AttributeError, TypeError):
-        pass
     config = load_config(run_dir) if config is None else config
     steps = config.get("total_steps")
     return None if steps is None else int(steps)

@@ -9,6 +9,7 @@ The computation itself is :mod:`streamrl.engine`; feeding it environments is
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -418,10 +419,8 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
         resumed_from=session.start_step or None,
     )
     if isinstance(error, WriteError):
-        try:  # the records cannot be flushed; a summary saying why may still fit
+        with contextlib.suppress(OSError):  # the records cannot be flushed; a summary saying why may still fit
             writer.write_summary(**summary)
-        except OSError:
-            pass
         raise error
     writer.finish(**summary)
     if status == "interrupted":
