@@ -65,3 +65,21 @@ def test_barrier_refuses_td(tmp_path, capsys):
     assert main(["barrier", "td", "--run-dir", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: streamrl barrier compares returns") and "\n" not in err
+
+
+def test_a_diverging_variant_is_a_result_not_an_error(tmp_path, capsys):
+    # SGD on the trace with a step size of 1e6 diverges within a few steps: the comparison
+    # still finishes, the variant is marked diverged and left out of the estimates.
+    out = tmp_path / "bar"
+    argv = ["barrier", "q", "--env", "CartPole-v1", "--total-steps", "600", "--num-seeds", "2", "--run-dir", str(out),
+            "--variants", "stream-x", "sgd", "--classic-lr", "1e6", "--reps", "50", "--no-progress"]
+    assert main(argv) == 0
+    table = json.loads((out / "barrier.json").read_text())
+    assert list(table["variants"]) == ["stream-x"]
+    assert "non-finite" in table["unscored"]["sgd"]["reason"]
+    assert json.loads((out / "sgd" / "summary.json").read_text())["status"] == "failed"
+    assert "| sgd | optimizer=sgd, lr=1000000.0 | — |" in (out / "barrier.md").read_text()
+    # Run again: the diverged variant is not trained again.
+    before = (out / "sgd" / "summary.json").stat().st_mtime
+    assert main(argv) == 0
+    assert (out / "sgd" / "summary.json").stat().st_mtime == before

@@ -33,7 +33,7 @@ import numpy as np
 import tyro
 
 from streamrl.config import Algo, TrainConfig
-from streamrl.errors import ConfigError
+from streamrl.errors import ConfigError, NonFiniteError
 
 __all__ = ["BarrierConfig", "VARIANTS", "barrier", "variant_config"]
 
@@ -107,8 +107,11 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
     (learning curves). Returns the directory.
 
     Raises:
-      ConfigError: td (no return to compare), fewer than 1 seed, or a variant with no
-        finished episode; and whatever :func:`streamrl.run.train` raises for a variant.
+      ConfigError: td (no return to compare), fewer than 1 seed, a variant with no
+        finished episode (one that diverged first is reported as unscored instead), or no
+        variant with a score; and whatever :func:`streamrl.run.train` raises for a variant
+        except divergence (:class:`~streamrl.errors.NonFiniteError`), which is a result:
+        the variant is marked diverged in the table.
     """
     import datetime as dt
 
@@ -127,38 +130,55 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
     out = Path(cfg.run_dir or Path("runs") / f"barrier_{cfg.env.replace('/', '-').replace(':', '-')}_{cfg.algo}_{stamp}")
     out.mkdir(parents=True, exist_ok=True)
     runs = {}
+    diverged: dict[str, str] = {}
     for name in cfg.variants:
         run = out / name
         summary = run / "summary.json"
-        if summary.is_file() and json.loads(summary.read_text()).get("status") == "completed":
-            pass  # finished by an earlier call
-        elif (run / "checkpoints").is_dir():
-            train(dataclasses.replace(TrainConfig(), resume=run, progress=cfg.progress), console=console)
-        else:
-            if run.exists() and not any(run.iterdir()):
-                run.rmdir()
+        status = json.loads(summary.read_text()).get("status") if summary.is_file() else None
+        try:
+            if status == "completed":
+                pass  # finished by an earlier call
+            elif status == "failed" and "non-finite" in json.loads(summary.read_text()).get("message", ""):
+                earlier = json.loads(summary.read_text())  # diverged in an earlier call
+                raise NonFiniteError(earlier["message"], earlier.get("steps"))
+            elif (run / "checkpoints").is_dir():
+                train(dataclasses.replace(TrainConfig(), resume=run, progress=cfg.progress), console=console)
+            else:
+                if run.exists() and not any(run.iterdir()):
+                    run.rmdir()
+                if console is not None:
+                    switches = ", ".join(f"{k}={v}" for k, v in _switches(name, cfg).items()) or "the paper's settings"
+                    console.print(f"[bold]{name}[/bold]: {switches}", soft_wrap=True)
+                train(variant_config(cfg, name, run), console=console)
+        except NonFiniteError as exc:
+            # A variant that diverges has failed the comparison; that is a result, not an error.
+            diverged[name] = str(exc).removesuffix("; run stopped")
             if console is not None:
-                switches = ", ".join(f"{k}={v}" for k, v in _switches(name, cfg).items()) or "the paper's settings"
-                console.print(f"[bold]{name}[/bold]: {switches}", soft_wrap=True)
-            train(variant_config(cfg, name, run), console=console)
+                console.print(f"[bold]{name}[/bold] diverged: {diverged[name]}", soft_wrap=True)
         runs[name] = run
 
     scores: dict[str, list[float]] = {}
     seeds: dict[str, list[int]] = {}
+    unscored: dict[str, str] = {}
     for name, run in runs.items():
         try:
             records = load_scores([run])
         except ConfigError:
             records = []
+        if len(records) < cfg.num_seeds and name in diverged:
+            unscored[name] = f"diverged ({diverged[name]}) before every seed finished an episode"
+            continue
         if not records:
             raise ConfigError(f"variant {name} finished no episode in {run}: give it more --total-steps")
         scores[name] = [r["score"] for r in records]
         seeds[name] = [r["seed"] for r in records]
+    if not scores:
+        raise ConfigError("no variant finished an episode for every seed: " + "; ".join(f"{k}: {v}" for k, v in unscored.items()))
     common = min(len(v) for v in scores.values())
     matrices = {name: np.asarray(v[:common], np.float64)[:, None] for name, v in scores.items()}
     names, points, cis = aggregate(matrices, normalized=False, reps=cfg.reps)
     methods = list(matrices)
-    steps = json.loads((runs[methods[0]] / "summary.json").read_text()).get("steps")
+    steps = max(json.loads((runs[m] / "summary.json").read_text()).get("steps") or 0 for m in runs)
     title = f"{cfg.env}, {cfg.algo.upper()}: {common} seeds × {steps:,} steps per variant"
     _aggregate_figure(points, cis, names, methods, "mean return, last 10% of episodes", title, out / "barrier.png")
     plot_runs([runs[m] for m in methods], out / "curves.png", run_labels={str(runs[m]): m for m in methods})
@@ -171,11 +191,13 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
                 "switches": _switches(m, cfg),
                 "run": str(runs[m]),
                 "seed_scores": dict(zip(map(str, seeds[m]), scores[m])),
+                "diverged": diverged.get(m),
                 **{n: {"point": float(points[m][k]), "ci95": [float(cis[m][0][k]), float(cis[m][1][k])]}
                    for k, n in enumerate(names)},
             }
             for m in methods
         },
+        "unscored": {m: {"switches": _switches(m, cfg), "run": str(runs[m]), "reason": why} for m, why in unscored.items()},
     }
     (out / "barrier.json").write_text(json.dumps(table, indent=2) + "\n")
     lines = [
@@ -188,7 +210,11 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
         v = table["variants"][m]
         cells = [f"{v[n]['point']:,.1f} [{v[n]['ci95'][0]:,.1f}, {v[n]['ci95'][1]:,.1f}]" for n in names]
         switches = ", ".join(f"{k}={val}" for k, val in v["switches"].items()) or "(the paper's)"
-        lines.append(f"| {m} | {switches} | " + " | ".join(cells) + " | " + ", ".join(f"{s:,.1f}" for s in scores[m]) + " |")
+        seed_cells = ", ".join(f"{s:,.1f}" for s in scores[m]) + (f" (diverged: {diverged[m]}; scores of the episodes before)" if m in diverged else "")
+        lines.append(f"| {m} | {switches} | " + " | ".join(cells) + " | " + seed_cells + " |")
+    for m, why in unscored.items():
+        switches = ", ".join(f"{k}={val}" for k, val in _switches(m, cfg).items()) or "(the paper's)"
+        lines.append(f"| {m} | {switches} | " + " | ".join("—" for _ in names) + f" | no score: {why} |")
     lines += ["", "Figures: `barrier.png` (estimates), `curves.png` (learning curves)."]
     (out / "barrier.md").write_text("\n".join(lines) + "\n")
     return out
