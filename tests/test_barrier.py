@@ -69,16 +69,18 @@ def test_barrier_refuses_td(tmp_path, capsys):
 
 def test_a_diverging_variant_is_a_result_not_an_error(tmp_path, capsys):
     # SGD on the trace with a step size of 1e6 diverges within a few steps: the comparison
-    # still finishes, the variant is marked diverged and left out of the estimates.
+    # still finishes, and the variant scores 0, the paper's convention for a diverged run.
     out = tmp_path / "bar"
     argv = ["barrier", "q", "--env", "CartPole-v1", "--total-steps", "600", "--num-seeds", "2", "--run-dir", str(out),
             "--variants", "stream-x", "sgd", "--classic-lr", "1e6", "--reps", "50", "--no-progress"]
     assert main(argv) == 0
     table = json.loads((out / "barrier.json").read_text())
-    assert list(table["variants"]) == ["stream-x"]
-    assert "non-finite" in table["unscored"]["sgd"]["reason"]
+    assert list(table["variants"]) == ["stream-x", "sgd"]
+    sgd = table["variants"]["sgd"]
+    assert "non-finite at step" in sgd["diverged"] and sgd["seed_scores"] == {"0": 0.0, "1": 0.0}
+    assert sgd["IQM"] == {"point": 0.0, "ci95": [0.0, 0.0]} and table["variants"]["stream-x"]["diverged"] is None
     assert json.loads((out / "sgd" / "summary.json").read_text())["status"] == "failed"
-    assert "| sgd | optimizer=sgd, lr=1000000.0 | — |" in (out / "barrier.md").read_text()
+    assert "| sgd | optimizer=sgd, lr=1000000.0 | 0.0 [0.0, 0.0]" in (out / "barrier.md").read_text()
     # Run again: the diverged variant is not trained again.
     before = (out / "sgd" / "summary.json").stat().st_mtime
     assert main(argv) == 0

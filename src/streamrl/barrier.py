@@ -107,11 +107,11 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
     (learning curves). Returns the directory.
 
     Raises:
-      ConfigError: td (no return to compare), fewer than 1 seed, a variant with no
-        finished episode (one that diverged first is reported as unscored instead), or no
-        variant with a score; and whatever :func:`streamrl.run.train` raises for a variant
+      ConfigError: td (no return to compare), fewer than 1 seed, or a variant with no
+        finished episode; and whatever :func:`streamrl.run.train` raises for a variant
         except divergence (:class:`~streamrl.errors.NonFiniteError`), which is a result:
-        the variant is marked diverged in the table.
+        the variant scores 0 on every seed, the paper's convention for a method with a
+        diverged run, and is marked diverged in the table.
     """
     import datetime as dt
 
@@ -159,21 +159,21 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
 
     scores: dict[str, list[float]] = {}
     seeds: dict[str, list[int]] = {}
-    unscored: dict[str, str] = {}
     for name, run in runs.items():
+        if name in diverged:
+            # The paper's convention: a method with a diverged run scores 0 (on every seed:
+            # the fleet stopped when one of its members diverged).
+            seeds[name] = list(range(cfg.seed, cfg.seed + cfg.num_seeds))
+            scores[name] = [0.0] * cfg.num_seeds
+            continue
         try:
             records = load_scores([run])
         except ConfigError:
             records = []
-        if len(records) < cfg.num_seeds and name in diverged:
-            unscored[name] = f"diverged ({diverged[name]}) before every seed finished an episode"
-            continue
         if not records:
             raise ConfigError(f"variant {name} finished no episode in {run}: give it more --total-steps")
         scores[name] = [r["score"] for r in records]
         seeds[name] = [r["seed"] for r in records]
-    if not scores:
-        raise ConfigError("no variant finished an episode for every seed: " + "; ".join(f"{k}: {v}" for k, v in unscored.items()))
     common = min(len(v) for v in scores.values())
     matrices = {name: np.asarray(v[:common], np.float64)[:, None] for name, v in scores.items()}
     names, points, cis = aggregate(matrices, normalized=False, reps=cfg.reps)
@@ -181,7 +181,8 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
     steps = max(json.loads((runs[m] / "summary.json").read_text()).get("steps") or 0 for m in runs)
     title = f"{cfg.env}, {cfg.algo.upper()}: {common} seeds × {steps:,} steps per variant"
     _aggregate_figure(points, cis, names, methods, "mean return, last 10% of episodes", title, out / "barrier.png")
-    plot_runs([runs[m] for m in methods], out / "curves.png", run_labels={str(runs[m]): m for m in methods})
+    curves = [m for m in methods if m not in diverged or (runs[m] / "episodes.csv").is_file() and _has_episode(runs[m])]
+    plot_runs([runs[m] for m in curves], out / "curves.png", run_labels={str(runs[m]): m for m in curves})
 
     table = {
         "env": cfg.env, "algo": cfg.algo, "steps": steps, "seeds": common, "classic_lr": cfg.classic_lr,
@@ -197,12 +198,12 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
             }
             for m in methods
         },
-        "unscored": {m: {"switches": _switches(m, cfg), "run": str(runs[m]), "reason": why} for m, why in unscored.items()},
     }
     (out / "barrier.json").write_text(json.dumps(table, indent=2) + "\n")
     lines = [
         f"# Stream barrier: {title}", "",
-        "Score: each seed's mean return over its last 10% of episodes; 95% stratified-bootstrap CIs (rliable).", "",
+        "Score: each seed's mean return over its last 10% of episodes (a variant that diverged scores 0, the paper's convention); "
+        "95% stratified-bootstrap CIs (rliable).", "",
         "| variant | switches | " + " | ".join(f"{n} [95% CI]" for n in names) + " | seed scores |",
         "|---|---|" + "---|" * len(names) + "---|",
     ]
@@ -210,14 +211,20 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
         v = table["variants"][m]
         cells = [f"{v[n]['point']:,.1f} [{v[n]['ci95'][0]:,.1f}, {v[n]['ci95'][1]:,.1f}]" for n in names]
         switches = ", ".join(f"{k}={val}" for k, val in v["switches"].items()) or "(the paper's)"
-        seed_cells = ", ".join(f"{s:,.1f}" for s in scores[m]) + (f" (diverged: {diverged[m]}; scores of the episodes before)" if m in diverged else "")
+        seed_cells = ("0 for every seed: diverged (" + diverged[m] + "), scored 0 as in the paper") if m in diverged else ", ".join(f"{s:,.1f}" for s in scores[m])
         lines.append(f"| {m} | {switches} | " + " | ".join(cells) + " | " + seed_cells + " |")
-    for m, why in unscored.items():
-        switches = ", ".join(f"{k}={val}" for k, val in _switches(m, cfg).items()) or "(the paper's)"
-        lines.append(f"| {m} | {switches} | " + " | ".join("—" for _ in names) + f" | no score: {why} |")
     lines += ["", "Figures: `barrier.png` (estimates), `curves.png` (learning curves)."]
     (out / "barrier.md").write_text("\n".join(lines) + "\n")
     return out
+
+
+def _has_episode(run: Path) -> bool:
+    from streamrl.results import read_episodes
+
+    try:
+        return len(read_episodes(run)) > 0
+    except Exception:  # noqa: BLE001 - a diverged run's records may be empty or absent
+        return False
 
 
 def run_cli(cfg: BarrierConfig) -> int:
