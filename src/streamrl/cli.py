@@ -27,6 +27,7 @@ from streamrl.config import TrainConfig, flag_name
 from streamrl.errors import NonFiniteError, StreamRLError, WriteError
 from streamrl.barrier import BarrierConfig, run_cli as _barrier
 from streamrl.predict import PredictConfig, run_cli as _predict
+from streamrl.sweep import SweepConfig, run_cli as _sweep
 
 __all__ = ["main", "PlotConfig", "EnvsConfig", "EvalConfig", "ReportConfig"]
 
@@ -258,12 +259,12 @@ def _envs(cfg: EnvsConfig) -> int:
 
 
 def _expand_config_file(args: list[str]) -> tuple[list[str], Path | None]:
-    """``streamrl train --config FILE [flags]``: the file's options put before the command
-    line's flags (so those win), and the file. Other commands are returned unchanged."""
+    """``streamrl train|sweep --config FILE [flags]``: the file's options put before the
+    command line's flags (so those win), and the file. Other commands are returned unchanged."""
     from streamrl.agents import ALGORITHMS
     from streamrl.config import config_file_args
 
-    if not args or args[0] != "train":
+    if not args or args[0] not in ("train", "sweep"):
         return args, None
     rest, path = [], None
     i = 1
@@ -277,11 +278,18 @@ def _expand_config_file(args: list[str]) -> tuple[list[str], Path | None]:
             i += 1
     if path is None or "-h" in rest or "--help" in rest:
         return args, None
-    from_file = config_file_args(path)
-    named = any(a in ALGORITHMS and (i == 0 or not rest[i - 1].startswith("-")) for i, a in enumerate(rest))
-    if from_file and from_file[0] in ALGORITHMS and named:
+    if args[0] == "sweep":
+        from streamrl.sweep import sweep_file_args
+
+        from_file = sweep_file_args(path)
+        is_algo = lambda a: all(part.strip() in ALGORITHMS for part in a.split(",") if part.strip())  # noqa: E731
+    else:
+        from_file = config_file_args(path)
+        is_algo = lambda a: a in ALGORITHMS  # noqa: E731
+    named = any(is_algo(a) and (i == 0 or not rest[i - 1].startswith("-")) for i, a in enumerate(rest))
+    if from_file and is_algo(from_file[0]) and named:
         from_file = from_file[1:]  # the command line names the algorithm
-    return ["train", *from_file, *rest], path
+    return [args[0], *from_file, *rest], path
 
 
 COMPILATION_CACHE_ENV = "STREAMRL_COMPILATION_CACHE"
@@ -332,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cmd = tyro.extras.subcommand_cli_from_dict(
         {"train": TrainConfig, "eval": EvalConfig, "plot": PlotConfig, "report": ReportConfig, "envs": EnvsConfig, "predict": PredictConfig,
-         "barrier": BarrierConfig},
+         "barrier": BarrierConfig, "sweep": SweepConfig},
         prog="streamrl",
         args=args,
         description="streamrl: streaming deep reinforcement learning (stream-x) in JAX (streamrl --version)",
@@ -340,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     if config_file is not None:
         cmd = dataclasses.replace(cmd, config=config_file)
     handler = {TrainConfig: _train, EvalConfig: _eval, PlotConfig: _plot, ReportConfig: _report, EnvsConfig: _envs, PredictConfig: _predict,
-               BarrierConfig: _barrier}[type(cmd)]
+               BarrierConfig: _barrier, SweepConfig: _sweep}[type(cmd)]
     if handler in (_train, _eval, _barrier):
         _use_compilation_cache()
     try:

@@ -474,10 +474,14 @@ def config_file_args(path: Path) -> list[str]:
         an option a file may not set (run-dir, resume, allow-env-import), or a value the
         flag would refuse — one line naming the file and the option.
     """
+    path = Path(path)
+    return config_mapping_args(_read_config_file(path), path)
+
+
+def config_mapping_args(data: dict, path: Path) -> list[str]:
+    """:func:`config_file_args` of an already-read table ``data`` (``path`` names it in errors)."""
     import difflib
 
-    path = Path(path)
-    data = _read_config_file(path)
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     by_flag = {flag_name(name)[2:]: name for name in fields}
     args: list[str] = []

@@ -224,7 +224,7 @@ def resume_config(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(old, **changes)
 
 
-def train(cfg: TrainConfig, *, console=None, handle_signals: bool = False) -> Path:
+def train(cfg: TrainConfig, *, console=None, handle_signals: bool = False, on_progress=None, on_checkpoint=None) -> Path:
     """Run ``cfg`` (one agent, or a fleet of seeds × hyper-parameter settings) and write
     its run directory. The id's source picks the driver (:func:`streamrl.drivers.driver_for`):
     ``gymnax:``/``brax:`` run on the device driver, ``envpool:`` and Gymnasium ids on the
@@ -239,6 +239,9 @@ def train(cfg: TrainConfig, *, console=None, handle_signals: bool = False) -> Pa
     error or parameters become non-finite; :class:`Interrupted` after SIGINT or SIGTERM
     (a checkpoint is written first; only with ``handle_signals``, which the CLI sets: a
     library call leaves the process's signals alone);
+    ``on_progress(step)`` is called after every chunk and ``on_checkpoint(run_dir, step)``
+    after every checkpoint, when the run directory is a consistent, resumable whole
+    (``streamrl sweep`` ships it to the sweep's driver from there);
     :class:`~streamrl.errors.CheckpointError` when the checkpoint to resume from is
     missing, corrupt or belongs to another run; ConfigError when the run directory holds
     another run or another process is writing it.
@@ -254,10 +257,10 @@ def train(cfg: TrainConfig, *, console=None, handle_signals: bool = False) -> Pa
     check_options(cfg)
     cfg = dataclasses.replace(cfg, run_dir=new_run_path(cfg))
     with _Signals(handle_signals) as signals:
-        return _train(cfg, resume, console, signals)
+        return _train(cfg, resume, console, signals, (on_progress, on_checkpoint))
 
 
-def _train(cfg: TrainConfig, resume: bool, console, signals: _Signals) -> Path:
+def _train(cfg: TrainConfig, resume: bool, console, signals: _Signals, hooks=(None, None)) -> Path:
     from streamrl.results import RunLock
 
     lock = RunLock(cfg.run_dir, new=not resume)  # refuses a second writer and, for a new run, a used directory
@@ -281,7 +284,7 @@ def _train(cfg: TrainConfig, resume: bool, console, signals: _Signals) -> Path:
             if message is not None and console is not None:
                 console.print(f"resumed {writer.path} at step {step:,}: {message}", soft_wrap=True)
             prior_wall = float(meta.get("wall_time_s") or 0.0) if resume else 0.0
-            _loop(cfg, resolved, driver, writer, metrics, step, prior_wall, console, signals)
+            _loop(cfg, resolved, driver, writer, metrics, step, prior_wall, console, signals, hooks)
         finally:
             driver.close()
     except BaseException:
@@ -349,7 +352,8 @@ def jax_leaves(tree):
     return jax.tree_util.tree_leaves(tree)
 
 
-def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics, step: int, prior_wall: float, console, signals) -> None:
+def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics, step: int, prior_wall: float, console, signals,
+          hooks=(None, None)) -> None:
     """Advance the driver chunk by chunk to ``resolved.total_steps``, booking episodes,
     diagnostics and checkpoints; the one training loop of every driver."""
     from streamrl.results import progress_bar
@@ -361,8 +365,12 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
     def wall_now():  # seconds in the loop, without compiles (the device driver compiles a new chunk length)
         return time.perf_counter() - t_start - (driver.compile_s - compile_before)
 
+    on_progress, on_checkpoint = hooks
+
     def save(at, wall_s):
         session.checkpoint(at, driver.checkpoint_items(), wall_s, driver.params_finite())
+        if on_checkpoint is not None:
+            on_checkpoint(writer.path, at)
 
     session = _Session(cfg, resolved, writer, metrics, step, prior_wall, signals)
     evaluation = _Evaluation.of(cfg, resolved, driver, writer, metrics, step)
@@ -393,6 +401,8 @@ def _loop(cfg: TrainConfig, resolved: Resolved, driver: Driver, writer, metrics,
                 if session.due(step):
                     save(step, wall_now())
                 bar.update(step, writer.episodes_written, writer.recent_return())
+                if on_progress is not None:
+                    on_progress(step)
                 if writer.maybe_flush():
                     session.diagnostics(step, driver.take_diagnostics(), (step - start) / wall_now())
         except NonFiniteError as exc:
