@@ -48,6 +48,10 @@ def _short(argv: list[str], resumed: int) -> list[str]:
             else:
                 argv += [flag, value]
         return argv + ["--no-progress", "--reps", "100"]
+    if argv[0] == "sweep":  # a local Ray, every task, a short budget
+        if "--total-steps" in argv:
+            argv[argv.index("--total-steps") + 1] = str(STEPS)
+        return argv + ["--total-steps", str(STEPS), "--no-progress"]
     if argv[0] != "train" or "--help" in argv:
         return argv
     steps = str(STEPS * (resumed + 2) if "--resume" in argv else STEPS)
