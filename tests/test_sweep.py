@@ -149,3 +149,33 @@ def test_with_shared_storage_tasks_write_the_sweep_directory_themselves(cluster,
     for t in tasks:
         assert json.loads((out / t["run"] / "summary.json").read_text())["steps"] == 800
     assert not list(out.glob("*/.incoming-*"))
+
+
+def test_resume_finishes_a_sweep_whose_driver_died(cluster, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    c, _ = cluster
+    out = tmp_path / "sweep"
+    argv = ["q", "--env", "gymnax:CartPole-v1", "--num-seeds", "2", "--total-steps", "100000", "--checkpoint-every", "20000",
+            "--chunk-steps", "2000", "--run-dir", str(out), "--no-progress", "--no-tensorboard"]
+    driver = subprocess.Popen([sys.executable, "-m", "streamrl", "sweep", *argv, "--address", c.address],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list(out.glob("*/*/checkpoints/*/commit_success.txt")):
+        time.sleep(0.2)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    task = json.loads((out / "sweep.json").read_text())["tasks"][0]
+    assert task["status"] != "completed"
+    checkpointed = json.loads((out / task["run"] / "summary.json").read_text())["steps"]
+    assert 20_000 <= checkpointed < 100_000
+    assert main(["sweep", "--resume", str(out), "--no-progress"]) == 0
+    task = json.loads((out / "sweep.json").read_text())["tasks"][0]
+    run = out / task["run"]
+    summary = json.loads((run / "summary.json").read_text())
+    assert task["status"] == "completed" and summary["steps"] == 100_000 and summary["resumed_from"] >= checkpointed
+    alone = train(dataclasses.replace(_read_sweep(out)[1][0].cfg, run_dir=tmp_path / "alone"))
+    pd.testing.assert_frame_equal(_episodes(run), _episodes(alone))

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import tarfile
 import tempfile
 import time
@@ -503,6 +504,8 @@ def sweep(cfg: SweepConfig, console=None) -> Path:
     ray, started = _init_ray(cfg)
     try:
         _drive(ray, cfg, sweep_dir, tasks, todo, console)
+    except KeyboardInterrupt:
+        raise SweepInterrupted(sweep_dir) from None
     finally:
         if started:
             ray.shutdown()
@@ -586,6 +589,13 @@ class _SweepFailed(StreamRLError):
     pass
 
 
+class SweepInterrupted(Exception):
+    """Ctrl-C during a sweep: the tasks stop, their shipped checkpoints stay."""
+
+    def __init__(self, sweep_dir: Path):
+        super().__init__(f"sweep stopped; the tasks' last checkpoints are kept: finish it with streamrl sweep --resume {sweep_dir}")
+
+
 def _print_summary(sweep_dir: Path, tasks: list[Task], console) -> None:
     """The final table: per (env, algorithm, setting), the seeds and the mean of their
     scores (mean return of each agent's last 10% of episodes); also written to sweep.md."""
@@ -615,5 +625,9 @@ def run_cli(cfg: SweepConfig) -> int:
     """``streamrl sweep``."""
     from rich.console import Console
 
-    sweep(cfg, console=Console(stderr=True))
+    try:
+        sweep(cfg, console=Console(stderr=True))
+    except SweepInterrupted as exc:
+        print(f"interrupted: {exc}", file=sys.stderr)
+        return 130
     return 0
