@@ -30,14 +30,15 @@ def _params(run):
 def test_barrier_end_to_end_on_a_tiny_budget(tmp_path, capsys):
     out = tmp_path / "bar"
     argv = ["barrier", "q", "--env", "CartPole-v1", "--total-steps", "2000", "--num-seeds", "2", "--run-dir", str(out),
-            "--variants", "stream-x", "no-layer-norm", "classic-adam", "--reps", "100", "--no-progress"]
+            "--variants", "stream-x", "no-layer-norm", "classic-adam", "dqn1", "--reps", "100", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "| classic-adam | optimizer=adam, lr=0.001, layer-norm=False, sparsity=0.0" in printed
     for name in ("barrier.md", "barrier.json", "barrier.png", "curves.png"):
         assert (out / name).stat().st_size > 0
     table = json.loads((out / "barrier.json").read_text())
-    assert list(table["variants"]) == ["stream-x", "no-layer-norm", "classic-adam"] and table["seeds"] == 2
+    assert list(table["variants"]) == ["stream-x", "no-layer-norm", "classic-adam", "dqn1"] and table["seeds"] == 2
+    assert load_run_config(out / "dqn1")[0].algo == "dqn1"
     for name, v in table["variants"].items():
         cfg, recorded = load_run_config(out / name)
         assert cfg.num_seeds == 2 and cfg.seed == 0 and cfg.total_steps == 2000  # the same seeds and budget

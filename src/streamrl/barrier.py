@@ -19,7 +19,9 @@ Variants (the switches each one sets; everything else is the paper's setting):
 * ``lambda0``: ``--lambda 0``.
 * ``classic-adam``: the classic baseline — Adam on the trace update (``--optimizer adam``,
   ``--classic-lr``) with none of the stream-x ingredients (no LayerNorm, dense init, no
-  observation or reward normalisation).
+  observation or reward normalisation): ``config.CLASSIC``, what ``--preset classic`` sets.
+* ``dqn1``: the batch-1 DQN baseline (``streamrl train dqn1``: a target network, Adam at
+  1e-4, the classic settings), for ``q`` and ``sarsa`` comparisons (Discrete actions).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Literal
 import numpy as np
 import tyro
 
-from streamrl.config import Algo, TrainConfig
+from streamrl.config import CLASSIC, Algo, TrainConfig
 from streamrl.errors import ConfigError, NonFiniteError
 
 __all__ = ["BarrierConfig", "VARIANTS", "barrier", "variant_config"]
@@ -44,10 +46,8 @@ VARIANTS: dict[str, dict] = {
     "dense-init": {"sparsity": 0.0},
     "no-normalization": {"normalize_obs": False, "scale_reward": False},
     "lambda0": {"lambda_": (0.0,)},
-    "classic-adam": {
-        "optimizer": "adam", "lr": "classic", "layer_norm": False, "sparsity": 0.0,
-        "normalize_obs": False, "scale_reward": False,
-    },
+    "classic-adam": {"optimizer": CLASSIC["optimizer"], "lr": "classic", **CLASSIC},
+    "dqn1": {"algo": "dqn1"},
 }
 """Variant name → the TrainConfig fields it changes (``"classic"``: ``--classic-lr``)."""
 
@@ -86,8 +86,9 @@ class BarrierConfig:
 def variant_config(cfg: BarrierConfig, name: str, run_dir: Path) -> TrainConfig:
     """The TrainConfig of variant ``name`` of the comparison ``cfg``, written to ``run_dir``."""
     changes = {k: ((cfg.classic_lr,) if v == "classic" else v) for k, v in VARIANTS[name].items()}
+    changes.setdefault("algo", cfg.algo)
     return TrainConfig(
-        algo=cfg.algo, env=cfg.env, total_steps=cfg.total_steps, num_seeds=cfg.num_seeds, seed=cfg.seed,
+        env=cfg.env, total_steps=cfg.total_steps, num_seeds=cfg.num_seeds, seed=cfg.seed,
         run_dir=run_dir, progress=cfg.progress, tensorboard=False, **changes,
     )
 
@@ -122,10 +123,16 @@ def barrier(cfg: BarrierConfig, console=None) -> Path:
 
     if not ALGORITHMS[cfg.algo].has_policy:
         raise ConfigError(f"streamrl barrier compares returns; {cfg.algo} predicts and has no return of its own: use ac, q or sarsa")
+    if ALGORITHMS[cfg.algo].classic:
+        raise ConfigError(f"{cfg.algo} is a classic baseline, not stream-x: run streamrl barrier q (its variants include {cfg.algo})")
     if cfg.num_seeds < 1 or cfg.reps < 1:
         raise ConfigError("--num-seeds and --reps must be >= 1")
     if not cfg.variants:
         raise ConfigError("--variants is empty; name at least one of " + ", ".join(VARIANTS))
+    if "dqn1" in cfg.variants and cfg.algo not in ("q", "sarsa"):
+        if cfg.variants != tuple(VARIANTS):
+            raise ConfigError(f"--variants dqn1 compares action-value methods (q, sarsa); {cfg.algo} is not one: drop dqn1")
+        cfg = dataclasses.replace(cfg, variants=tuple(v for v in cfg.variants if v != "dqn1"))
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(cfg.run_dir or Path("runs") / f"barrier_{cfg.env.replace('/', '-').replace(':', '-')}_{cfg.algo}_{stamp}")
     out.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,12 @@ SWEEPABLE = {
     "exploration_fraction": "eps_decay_steps",
     "beta2": "beta2",
     "adam_eps": "adam_eps",
+    "target_update_every": "target_update_every",
 }
+
+CLASSIC = {"optimizer": "adam", "layer_norm": False, "sparsity": 0.0, "normalize_obs": False, "scale_reward": False}
+"""The classic preset's switches (none of the stream-x ingredients; Adam on the trace
+update): ``--preset classic``, DQN1's defaults and ``streamrl barrier``'s classic-adam."""
 
 FLOAT32_MAX = 3.4028234663852886e38
 
@@ -79,7 +84,8 @@ class TrainConfig:
 
     algo: tyro.conf.Positional[Algo] = "q"
     """ac: Stream AC(λ); q: Stream Q(λ); sarsa: Stream SARSA(λ); td: Stream TD(λ) prediction of
-    the return under a uniform-random policy."""
+    the return under a uniform-random policy; dqn1: the batch-1 DQN baseline (target
+    network, Adam; the classic settings by default)."""
     env: str = "CartPole-v1"
     """Environment id: Gymnasium (CartPole-v1, HalfCheetah-v5, MinAtar/Breakout-v1,
     ALE/Breakout-v5, dm_control/cheetah-run-v0, …), gymnax:<name>, brax:<name> or
@@ -134,6 +140,12 @@ class TrainConfig:
     """AdaptiveObGD second-moment decay."""
     adam_eps: Values = (1e-8,)
     """AdaptiveObGD ε (inside the square root)."""
+    target_update_every: Values = (1000.0,)
+    """dqn1: steps between copies of the online Q-network into the target network."""
+    preset: Literal["stream-x", "classic"] = "stream-x"
+    """classic: the classic baseline, i.e. --optimizer adam --lr 1e-3 --no-layer-norm --sparsity 0
+    --no-normalize-obs --no-scale-reward, each only where its flag is left at stream-x's
+    default (dqn1 always runs classic, with --lr 1e-4 and --lambda 0)."""
     hidden: tuple[int, ...] | None = None
     """Hidden widths (default: 32 32 for Q/SARSA, 128 128 for AC/TD; conv torsos 128 / 256)."""
     torso: Literal["auto", "mlp", "minatar", "atari"] = "auto"
@@ -283,6 +295,7 @@ def validate_hparams(hp: HParams) -> None:
     _check(hp.eps_decay_steps > 0, f"epsilon decay steps must be > 0, got {hp.eps_decay_steps}")
     _check(0 <= hp.beta2 < 1, f"--beta2 must be in [0, 1), got {hp.beta2}")
     _check(hp.adam_eps > 0, f"--adam-eps must be > 0, got {hp.adam_eps}")
+    _check(hp.target_update_every >= 1, f"--target-update-every must be >= 1, got {hp.target_update_every}")
     for flag in ("bootstrap_truncated", "normalize_obs", "scale_reward"):
         _check(float(getattr(hp, flag)) in (0.0, 1.0), f"{flag} must be 0 or 1")
 
@@ -311,6 +324,26 @@ def ignored_on_resume(cfg: TrainConfig) -> list[str]:
     ]
 
 
+def apply_preset(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the classic preset's settings (:data:`CLASSIC`, Adam's step size
+    ``classic_lr`` of the algorithm, and λ = 0 for DQN1) in every option left at stream-x's
+    default, when ``--preset classic`` is given or the algorithm is a classic baseline
+    (DQN1); otherwise ``cfg`` unchanged. An option given explicitly keeps its value, unless
+    it equals stream-x's default (a flag cannot tell "given" from "default")."""
+    import dataclasses
+
+    algorithm = ALGORITHMS.get(cfg.algo)
+    if algorithm is None or not (cfg.preset == "classic" or algorithm.classic):
+        return cfg
+    default = TrainConfig()
+    changes = {k: v for k, v in CLASSIC.items() if getattr(cfg, k) == getattr(default, k)}
+    if tuple(cfg.lr) == default.lr:
+        changes["lr"] = (algorithm.classic_lr,)
+    if algorithm.classic and tuple(cfg.lambda_) == default.lambda_:
+        changes["lambda_"] = (0.0,)
+    return dataclasses.replace(cfg, preset="classic", **changes)
+
+
 def check_options(cfg: TrainConfig) -> None:
     """Refuse options that are invalid whatever the environment, before anything is made
     or written (``streamrl train`` calls it first; :func:`resolve` again).
@@ -331,6 +364,11 @@ def check_options(cfg: TrainConfig) -> None:
     ):
         if value is not None and value < (0 if bound.startswith(">= 0") else 1):
             raise ConfigError(f"{flag} must be {bound}, got {value}")
+    algorithm = ALGORITHMS[cfg.algo]
+    if algorithm.classic and any(v != 0 for v in cfg.lambda_):
+        raise ConfigError(f"{cfg.algo} is one-step Q-learning with a target network: --lambda must be 0, got {','.join(f'{v:g}' for v in cfg.lambda_)}")
+    if not algorithm.classic and tuple(cfg.target_update_every) != TrainConfig.target_update_every:
+        raise ConfigError(f"--target-update-every: {cfg.algo} has no target network (dqn1 has)")
     if cfg.eval_every and not ALGORITHMS[cfg.algo].has_policy:
         raise ConfigError(f"--eval-every: {cfg.algo} learns the value of a fixed random policy and has no policy to evaluate")
     if cfg.hidden is not None and (not cfg.hidden or any(h <= 0 for h in cfg.hidden)):
@@ -355,9 +393,10 @@ def resolve(cfg: TrainConfig, spec: EnvSpec) -> Resolved:
             "use `streamrl train ac`"
         )
     family = families.get(spec.family)
-    total_steps = family.default_total_steps(cfg.algo) if cfg.total_steps is None else cfg.total_steps
+    schedule_as = algorithm.schedule_as or cfg.algo
+    total_steps = family.default_total_steps(schedule_as) if cfg.total_steps is None else cfg.total_steps
     # The ε schedules the official scripts actually run (docs/algorithms.md "Hyper-parameters").
-    fractions = cfg.exploration_fraction or (family.exploration_fraction(cfg.algo, cfg.schedule_steps or total_steps),)
+    fractions = cfg.exploration_fraction or (family.exploration_fraction(schedule_as, cfg.schedule_steps or total_steps),)
     for fraction in fractions:
         if not 0 < fraction <= 1:
             raise ConfigError(f"--exploration-fraction must be in (0, 1], got {fraction}")

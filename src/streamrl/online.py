@@ -92,7 +92,9 @@ def _train_config(algo: str, env_id: str, seed: int, num_agents: int, options: d
         elif name == "hidden" and value is not None:
             value = tuple(int(h) for h in value)
         values[name] = value
-    return TrainConfig(algo=algo, env=env_id, seed=int(seed), num_seeds=int(num_agents), progress=False, **values)
+    from streamrl.config import apply_preset
+
+    return apply_preset(TrainConfig(algo=algo, env=env_id, seed=int(seed), num_seeds=int(num_agents), progress=False, **values))
 
 
 class Agent:

@@ -47,20 +47,21 @@ _FLUSH_SECONDS = 5.0
 # HParams fields in the order `streamrl train --help` lists their flags.
 _HPARAM_FIELDS = (
     "lr", "gamma", "lambda_", "kappa", "kappa_policy", "entropy_coef", "eps_start", "eps_end", "eps_decay_steps",
-    "beta2", "adam_eps", "bootstrap_truncated", "normalize_obs", "scale_reward",
+    "beta2", "adam_eps", "bootstrap_truncated", "normalize_obs", "scale_reward", "target_update_every",
 )
 # Options outside HParams that change what is learned (run-management options are not settings).
 _OPTION_SETTINGS = ("optimizer", "layer_norm", "hidden", "torso", "sparsity", "time_feature", "max_episode_steps", "life_loss")
 # Hyper-parameters only some algorithms use: another algorithm's record of them is not a setting.
 _USED_BY = {
     "kappa_policy": ("ac",), "entropy_coef": ("ac",),
-    "eps_start": ("q", "sarsa"), "eps_end": ("q", "sarsa"), "eps_decay_steps": ("q", "sarsa"),
+    "eps_start": ("q", "sarsa", "dqn1"), "eps_end": ("q", "sarsa", "dqn1"), "eps_decay_steps": ("q", "sarsa", "dqn1"),
+    "target_update_every": ("dqn1",),
 }
 # TrainConfig fields that a comma-separated list sweeps (config.SWEEPABLE's keys; not
 # imported from there: plotting and reports do not import JAX).
 _SWEEP_FLAGS = (
     "lr", "gamma", "lambda_", "kappa", "kappa_policy", "entropy_coef", "eps_start", "eps_end", "exploration_fraction",
-    "beta2", "adam_eps",
+    "beta2", "adam_eps", "target_update_every",
 )
 
 

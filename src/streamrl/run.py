@@ -248,12 +248,14 @@ def train(cfg: TrainConfig, *, console=None, handle_signals: bool = False, on_pr
     """
     import dataclasses
 
-    from streamrl.config import check_options
+    from streamrl.config import apply_preset, check_options
     from streamrl.results import RunLock, new_run_path
 
     resume = cfg.resume is not None
     if resume:
         cfg = resume_config(cfg)
+    else:
+        cfg = apply_preset(cfg)  # --preset classic, and the classic baselines' (DQN1) own defaults
     check_options(cfg)
     cfg = dataclasses.replace(cfg, run_dir=new_run_path(cfg))
     with _Signals(handle_signals) as signals:

@@ -159,7 +159,7 @@ def plan(cfg: SweepConfig, sweep_dir: Path) -> list[Task]:
     import difflib
 
     from streamrl.agents import ALGORITHMS
-    from streamrl.config import check_options
+    from streamrl.config import apply_preset, check_options
     from streamrl.results import flag, run_name
 
     if cfg.agents_per_task < 1 or cfg.max_retries < 0 or cfg.cpus_per_task <= 0 or cfg.gpus_per_task < 0:
@@ -175,7 +175,7 @@ def plan(cfg: SweepConfig, sweep_dir: Path) -> list[Task]:
     base = _train_fields(cfg)
     for env in envs:
         for algo in algos:
-            whole = dataclasses.replace(TrainConfig(**base), algo=algo, env=env, run_dir=None, resume=None, config=None)
+            whole = apply_preset(dataclasses.replace(TrainConfig(**base), algo=algo, env=env, run_dir=None, resume=None, config=None))
             check_options(whole)
             group = f"{env.replace('/', '-').replace(':', '-')}_{algo}"
             swept = _grid_axes(whole)

@@ -61,6 +61,7 @@ class HParams(NamedTuple):
         0.0 (the paper's and official code's default) treats truncation like termination.
       normalize_obs: 1.0 normalises observations (Welford), 0.0 passes them raw.
       scale_reward: 1.0 scales rewards by the return-trace deviation, 0.0 passes them raw.
+      target_update_every: DQN1's target-network period in steps (others ignore it).
     """
 
     lr: Any = 1.0
@@ -77,6 +78,7 @@ class HParams(NamedTuple):
     bootstrap_truncated: Any = 0.0
     normalize_obs: Any = 1.0
     scale_reward: Any = 1.0
+    target_update_every: Any = 1000.0
 
     def as_arrays(self) -> "HParams":
         """The same values as float32 JAX scalars (what the jitted step takes)."""
@@ -291,6 +293,16 @@ class StreamAgent(abc.ABC):
 
     has_policy = True
     """False for prediction (Stream TD(λ)): nothing to evaluate with ``streamrl eval``."""
+
+    classic = False
+    """True for a classic baseline (DQN1): its defaults are the classic preset's
+    (:func:`streamrl.config.apply_preset`), not stream-x's."""
+
+    classic_lr = 1e-3
+    """Adam's step size under the classic preset."""
+
+    schedule_as: str | None = None
+    """Take the family's run length and ε schedule of this algorithm (None: its own name)."""
 
     def __init__(self, config: AgentConfig):
         self.config = config
