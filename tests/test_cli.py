@@ -156,4 +156,4 @@ def test_missing_extra_names_the_pip_extra():
 
 def test_python_dash_m_and_console_script_agree():
     out = _cli("train", "--help")
-    assert out.returncode == 0 and "--lambda" in out.stdout and "{ac,q,sarsa,td}" in out.stdout
+    assert out.returncode == 0 and "--lambda" in out.stdout and "{ac,q,sarsa,td,dqn1}" in out.stdout
