@@ -356,14 +356,14 @@ def _run_task(task_id: int, cfg: TrainConfig, collector, storage: str | None) ->
         run_cfg = dataclasses.replace(cfg, run_dir=run_dir, progress=False)
     try:
         path = train(run_cfg, on_progress=on_progress, on_checkpoint=on_checkpoint)
+        summary = json.loads((path / "summary.json").read_text())
+        return {"summary": summary, "data": b"" if storage is not None else _pack(path)}
     except StreamRLError as exc:
         # Refusals (a missing extra on this worker, an unknown id) and divergence: one line.
         raise _TaskError(f"{type(exc).__name__}: {exc}") from None
-    summary = json.loads((path / "summary.json").read_text())
-    result = {"summary": summary, "data": b"" if storage is not None else _pack(path)}
-    if storage is None:
-        shutil.rmtree(run_dir.parent, ignore_errors=True)
-    return result
+    finally:
+        if storage is None:
+            shutil.rmtree(run_dir.parent, ignore_errors=True)  # the worker's copy; the driver has the shipped one
 
 
 class _TaskError(Exception):
