@@ -54,7 +54,7 @@ def test_split_cuts_a_grid_into_sub_fleets_that_cover_it_once():
 def test_a_sweep_gives_the_records_of_each_sub_fleet_run_alone(cluster, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["sweep", "q", "--env", "gymnax:CartPole-v1,CartPole-v1", "--lambda", "0,0.8", "--num-seeds", "2",
-            "--agents-per-task", "4", "--total-steps", "1500", "--checkpoint-every", "500", "--run-dir", str(out),
+            "--agents-per-task", "4", "--total-steps", "1000", "--checkpoint-every", "500", "--run-dir", str(out),
             "--no-progress", "--no-tensorboard"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -75,7 +75,7 @@ def test_a_sweep_gives_the_records_of_each_sub_fleet_run_alone(cluster, tmp_path
 def test_a_worker_node_killed_mid_sweep_loses_and_repeats_nothing(cluster, tmp_path):
     c, workers = cluster
     out = tmp_path / "sweep"
-    cfg = SweepConfig(algo="q", env="gymnax:CartPole-v1", num_seeds=2, total_steps=120_000, checkpoint_every=20_000,
+    cfg = SweepConfig(algo="q", env="gymnax:CartPole-v1", num_seeds=2, total_steps=60_000, checkpoint_every=10_000,
                       chunk_steps=2_000, run_dir=out, progress=False, tensorboard=False)
     errors = []
     driver = threading.Thread(target=lambda: _catch(errors, sweep, cfg))
@@ -98,7 +98,7 @@ def test_a_worker_node_killed_mid_sweep_loses_and_repeats_nothing(cluster, tmp_p
     assert task["status"] == "completed" and task["attempts"] == 2 and task["node"] != node
     run = out / task["run"]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 120_000 and summary["resumed_from"] >= 20_000
+    assert summary["steps"] == 60_000 and summary["resumed_from"] >= 10_000
     # a device environment resumes exactly: the records are those of an uninterrupted run
     alone = train(dataclasses.replace(_read_sweep(out)[1][0].cfg, run_dir=tmp_path / "alone"))
     pd.testing.assert_frame_equal(_episodes(run), _episodes(alone))
@@ -159,7 +159,7 @@ def test_resume_finishes_a_sweep_whose_driver_died(cluster, tmp_path):
 
     c, _ = cluster
     out = tmp_path / "sweep"
-    argv = ["q", "--env", "gymnax:CartPole-v1", "--num-seeds", "2", "--total-steps", "100000", "--checkpoint-every", "20000",
+    argv = ["q", "--env", "gymnax:CartPole-v1", "--num-seeds", "2", "--total-steps", "60000", "--checkpoint-every", "10000",
             "--chunk-steps", "2000", "--run-dir", str(out), "--no-progress", "--no-tensorboard"]
     driver = subprocess.Popen([sys.executable, "-m", "streamrl", "sweep", *argv, "--address", c.address],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
@@ -171,11 +171,11 @@ def test_resume_finishes_a_sweep_whose_driver_died(cluster, tmp_path):
     task = json.loads((out / "sweep.json").read_text())["tasks"][0]
     assert task["status"] != "completed"
     checkpointed = json.loads((out / task["run"] / "summary.json").read_text())["steps"]
-    assert 20_000 <= checkpointed < 100_000
+    assert 10_000 <= checkpointed < 60_000
     assert main(["sweep", "--resume", str(out), "--no-progress"]) == 0
     task = json.loads((out / "sweep.json").read_text())["tasks"][0]
     run = out / task["run"]
     summary = json.loads((run / "summary.json").read_text())
-    assert task["status"] == "completed" and summary["steps"] == 100_000 and summary["resumed_from"] >= checkpointed
+    assert task["status"] == "completed" and summary["steps"] == 60_000 and summary["resumed_from"] >= checkpointed
     alone = train(dataclasses.replace(_read_sweep(out)[1][0].cfg, run_dir=tmp_path / "alone"))
     pd.testing.assert_frame_equal(_episodes(run), _episodes(alone))
