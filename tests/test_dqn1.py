@@ -110,16 +110,9 @@ def test_one_update_matches_a_hand_computation_and_the_target_follows_its_schedu
 
 
 def test_a_dqn1_fleet_member_learns_as_the_single_run(tmp_path):
-    from streamrl import checkpoint
-    from streamrl.config import load_run_config
-    from streamrl.run import train
+    from test_barrier import _params as params  # the fleet's parameters from its checkpoint
 
-    def params(run):
-        cfg, recorded = load_run_config(run)
-        spec = EnvSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded["env_spec"].items()})
-        resolved = resolve(cfg, spec)
-        states, _ = checkpoint.restore_fleet(run, cfg, resolved, ALGORITHMS[cfg.algo](resolved.agent))
-        return states.params
+    from streamrl.run import train
 
     flags = dict(algo="dqn1", total_steps=1500, checkpoint_every=0, progress=False, tensorboard=False, target_update_every=(100.0,))
     train(TrainConfig(num_seeds=2, run_dir=tmp_path / "fleet", **flags))
